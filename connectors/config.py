@@ -1,0 +1,50 @@
+"""Settings of the pipeline's edges. Built by the entrypoint (scrapifie.settings) and passed in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+
+class PostgresConfig(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    dsn: SecretStr | None = Field(
+        None, description="postgresql:// DSN of an external server; unset: the local one."
+    )
+    port: int = Field(5433, description="Port of the local server started by `scrapifie up`.")
+
+
+class StorageConfig(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    backend: Literal["local", "s3"] = Field("local", description="Where content objects go.")
+    root: Path | None = Field(None, description="Local backend: directory (default <data>/objects).")
+    s3_endpoint_url: str | None = Field(None, description="S3 API endpoint (MinIO, R2...).")
+    s3_bucket: str = Field("scrapifie", description="Bucket for content objects.")
+    s3_region: str = Field("us-east-1", description="Signing region.")
+    s3_access_key_id: SecretStr | None = Field(None, description="Access key id.")
+    s3_secret_access_key: SecretStr | None = Field(None, description="Secret access key.")
+    s3_create_bucket: bool = Field(True, description="Create the bucket at start if missing.")
+
+
+class SinkConfig(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    batch_max_records: int = Field(500, gt=0, description="Records written per transaction.")
+    batch_wait_s: float = Field(0.05, ge=0, description="Longest wait to fill a batch.")
+    max_backoff_s: float = Field(10.0, gt=0, description="Cap of the retry backoff on failures.")
+    group_prefix: str = Field("scrapifie", description="Consumer group prefix.")
+
+
+class GatewayConfig(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    host: str = Field("127.0.0.1", description="Listen address.")
+    port: int = Field(8080, description="Listen port.")
+    max_body_bytes: int = Field(1024 * 1024, description="Largest request body accepted.")
+    max_wait_s: float = Field(60.0, description="Longest ?wait= accepted.")
+    max_batch: int = Field(1000, description="Most jobs in one batch request.")
+    default_tier: str = Field("http", description="Tier of jobs that name none.")

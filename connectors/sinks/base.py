@@ -1,0 +1,210 @@
+"""Batching sink runner over a plain aiokafka consumer.
+
+Loop: poll a batch → decode (undecodable records go to the DLQ, or are skipped on topics whose
+DLQ belongs to another consumer) → ``handler.write(batch)`` → commit offsets.
+
+Invariants:
+- offsets are committed only after ``write`` returned, i.e. after the data is durable;
+- ``write`` is idempotent, so a crash between write and commit only replays it;
+- when the backend fails (``RETRYABLE``), the runner retries the same batch with capped
+  exponential backoff and polls nothing new: it pauses, commits nothing, and loses nothing;
+- a record the backend rejects for its content (not a backend outage) goes to the DLQ after
+  the batch is split, so one bad record cannot stall a partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import psycopg
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from connectors.config import SinkConfig
+from connectors.storage import StorageError
+from schemas import TIER_ORDER, Codec, DecodeError
+from schemas import headers as hdr
+from schemas.kafka import EventProducer, KafkaConfig, consumer_kwargs
+
+log = logging.getLogger(__name__)
+
+RETRYABLE: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError,
+    psycopg.errors.AdminShutdown,
+    StorageError,
+    OSError,
+    asyncio.TimeoutError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    topic: str
+    partition: int
+    offset: int
+    kind: str  # Avro record name
+    value: dict[str, Any]
+    raw: ConsumerRecord  # type: ignore[type-arg]
+
+
+class SinkHandler(Protocol):
+    name: str
+
+    def topics(self) -> list[str]:
+        """Topics this handler consumes."""
+        ...
+
+    def dlq_topics(self) -> set[str]:
+        """Topics whose undecodable records this handler reports to the DLQ (others: skipped)."""
+        ...
+
+    async def write(self, batch: list[Decoded]) -> None:
+        """Make ``batch`` durable, idempotently. Raise a RETRYABLE error on backend outage."""
+        ...
+
+
+class SinkMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.records = Counter(
+            "scrapifie_sink_records_total", "Records written.", ["sink", "topic"], registry=registry
+        )
+        self.failures = Counter(
+            "scrapifie_sink_write_failures_total", "Failed batch writes.", ["sink"], registry=registry
+        )
+        self.dlq = Counter("scrapifie_sink_dlq_total", "Records to the DLQ.", ["sink"], registry=registry)
+        self.batch_seconds = Histogram(
+            "scrapifie_sink_batch_seconds", "Write time of one batch.", ["sink"], registry=registry
+        )
+
+
+class SinkRunner:
+    def __init__(
+        self,
+        handler: SinkHandler,
+        kafka: KafkaConfig,
+        config: SinkConfig,
+        producer: EventProducer,
+        codec: Codec,
+        metrics: SinkMetrics,
+    ) -> None:
+        self._handler = handler
+        self._kafka = kafka
+        self._config = config
+        self._producer = producer
+        self._codec = codec
+        self._metrics = metrics
+        group = f"{config.group_prefix}-{kafka.topic_prefix}sink-{handler.name}"
+        topics = kafka.topics
+        self._request_topics = {topics.requests, *(topics.tier(t) for t in TIER_ORDER)}
+        self._consumer = AIOKafkaConsumer(
+            *handler.topics(), **consumer_kwargs(kafka, group, f"sink-{handler.name}")
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await _retry_forever(self._consumer.start, "start consumer", self._config.max_backoff_s, stop)
+        try:
+            while not stop.is_set():
+                batches = await self._consumer.getmany(
+                    timeout_ms=int(max(self._config.batch_wait_s, 0.2) * 1000),
+                    max_records=self._config.batch_max_records,
+                )
+                if batches:
+                    await self._process(batches, stop)
+        finally:
+            await self._consumer.stop()
+
+    async def _process(
+        self,
+        batches: dict[TopicPartition, list[ConsumerRecord]],  # type: ignore[type-arg]
+        stop: asyncio.Event,
+    ) -> None:
+        good: list[Decoded] = []
+        dlq_topics = self._handler.dlq_topics()
+        for msgs in batches.values():
+            for m in msgs:
+                try:
+                    if m.topic in self._request_topics:
+                        kind, value = "ScrapeRequest", self._codec.decode_request(m.value or b"")
+                    else:
+                        kind, value = self._codec.decode(m.value or b"")
+                except DecodeError as exc:
+                    if m.topic in dlq_topics:
+                        await self._to_dlq(m, exc.reason, exc.detail)
+                    continue
+                good.append(Decoded(m.topic, m.partition, m.offset, kind, value, m))
+        if good:
+            await self._write(good, stop)
+        if stop.is_set() and good:
+            return
+        offsets = {tp: msgs[-1].offset + 1 for tp, msgs in batches.items()}
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # The partitions moved to another member (or the broker is away): the records will be
+            # re-delivered and re-written idempotently. Nothing is lost.
+            log.warning("commit failed after a durable write (%s); records will replay", exc)
+
+    async def _write(self, batch: list[Decoded], stop: asyncio.Event) -> None:
+        delay = 0.1
+        while True:
+            try:
+                with self._metrics.batch_seconds.labels(self._handler.name).time():
+                    await self._handler.write(batch)
+            except RETRYABLE as exc:
+                self._metrics.failures.labels(self._handler.name).inc()
+                log.warning(
+                    "sink %s: backend unavailable (%s); retrying %d records in %.1fs",
+                    self._handler.name, exc, len(batch), delay,
+                )
+                if stop.is_set():
+                    raise
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, self._config.max_backoff_s)
+                continue
+            except psycopg.Error as exc:
+                if len(batch) == 1:
+                    await self._to_dlq(batch[0].raw, "sink_rejected", f"{type(exc).__name__}: {exc}")
+                    return
+                log.warning("sink %s: batch rejected (%s); writing one by one", self._handler.name, exc)
+                for item in batch:
+                    await self._write([item], stop)
+                return
+            for d in batch:
+                self._metrics.records.labels(self._handler.name, d.topic).inc()
+            return
+
+    async def _to_dlq(self, m: ConsumerRecord, reason: str, detail: str) -> None:  # type: ignore[type-arg]
+        headers = [
+            *list(m.headers or ()),
+            *hdr.make(
+                **{
+                    hdr.DLQ_REASON: reason,
+                    hdr.DLQ_DETAIL: detail[:1000],
+                    hdr.DLQ_TOPIC: m.topic,
+                    hdr.DLQ_PARTITION: str(m.partition),
+                    hdr.DLQ_OFFSET: str(m.offset),
+                }
+            ),
+        ]
+        await self._producer.send(self._kafka.topics.dlq, m.value or b"", key=m.key, headers=headers)
+        self._metrics.dlq.labels(self._handler.name).inc()
+        log.warning("sink %s: %s[%d]@%d to DLQ: %s", self._handler.name, m.topic, m.partition, m.offset, reason)
+
+
+async def _retry_forever(fn: Any, what: str, max_backoff_s: float, stop: asyncio.Event) -> None:
+    delay = 0.2
+    while True:
+        try:
+            await fn()
+            return
+        except KafkaError as exc:
+            if stop.is_set():
+                raise
+            log.warning("cannot %s (%s); retrying in %.1fs", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_backoff_s)

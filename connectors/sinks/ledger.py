@@ -1,0 +1,38 @@
+"""The ledger sink: one ``attempts`` row per metering event (credits charged once), and a
+``queued`` job row for every request seen on the tier topics (for jobs published straight to
+Kafka). Undecodable requests are the tier workers' to send to the DLQ; they are skipped here."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from connectors.sinks.base import Decoded
+from connectors.sinks.pg import INSERT_ATTEMPT, INSERT_QUEUED, PgWriter
+from schemas import TIER_ORDER, TopicSet
+
+
+class LedgerSink:
+    name = "ledger"
+
+    def __init__(self, topics: TopicSet, db: PgWriter) -> None:
+        self._topics = topics
+        self._db = db
+
+    def topics(self) -> list[str]:
+        return [self._topics.metering, self._topics.requests, *map(self._topics.tier, TIER_ORDER)]
+
+    def dlq_topics(self) -> set[str]:
+        return {self._topics.metering}
+
+    async def write(self, batch: list[Decoded]) -> None:
+        attempts: list[dict[str, Any]] = []
+        queued: list[dict[str, Any]] = []
+        for d in batch:
+            if d.kind == "Metering":
+                attempts.append(d.value)
+            elif d.kind == "ScrapeRequest":
+                if d.value["created_at"].timestamp() <= 0:  # JSON producers may omit it
+                    d.value["created_at"] = datetime.now(UTC)
+                queued.append(d.value)
+        await self._db.execute_many([(INSERT_QUEUED, queued), (INSERT_ATTEMPT, attempts)])

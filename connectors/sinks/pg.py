@@ -1,0 +1,103 @@
+"""PostgreSQL writes of the sinks. Every statement is idempotent (keyed by job_id or event_id)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+
+log = logging.getLogger(__name__)
+
+FINAL = ("succeeded", "failed")
+
+UPSERT_RESULT = """
+INSERT INTO jobs (job_id, tenant_id, url, status, tier, attempts, http_status, error_code,
+                  error_message, final_url, content_type, content_bytes, content_sha256,
+                  content_key, result_event_id, trace_id, created_at, finished_at, updated_at)
+VALUES (%(job_id)s, %(tenant)s, %(url)s, %(status)s, %(tier)s, %(attempts)s, %(http_status)s,
+        %(error_code)s, %(error_message)s, %(final_url)s, %(content_type)s, %(content_bytes)s,
+        %(content_sha256)s, %(content_key)s, %(event_id)s, %(trace_id)s, %(created_at)s,
+        %(finished_at)s, now())
+ON CONFLICT (job_id) DO UPDATE SET
+    status = EXCLUDED.status, tier = EXCLUDED.tier, attempts = EXCLUDED.attempts,
+    http_status = EXCLUDED.http_status, error_code = EXCLUDED.error_code,
+    error_message = EXCLUDED.error_message, final_url = EXCLUDED.final_url,
+    content_type = EXCLUDED.content_type, content_bytes = EXCLUDED.content_bytes,
+    content_sha256 = EXCLUDED.content_sha256, content_key = EXCLUDED.content_key,
+    result_event_id = EXCLUDED.result_event_id, finished_at = EXCLUDED.finished_at,
+    updated_at = now()
+WHERE jobs.status NOT IN ('succeeded', 'failed')
+"""
+
+INSERT_QUEUED = """
+INSERT INTO jobs (job_id, tenant_id, url, status, requested_tier, trace_id, created_at)
+VALUES (%(job_id)s, %(tenant)s, %(url)s, 'queued', %(tier)s, %(trace_id)s, %(created_at)s)
+ON CONFLICT (job_id) DO NOTHING
+"""
+
+# Credits move only when the attempt row is new, so a replayed metering event charges once.
+INSERT_ATTEMPT = """
+WITH ins AS (
+    INSERT INTO attempts (event_id, job_id, tenant_id, tier, attempt, outcome, error_code,
+                          http_status, bytes, duration_ms, credits, created_at)
+    VALUES (%(event_id)s, %(job_id)s, %(tenant)s, %(tier)s, %(attempt)s, %(outcome)s,
+            %(error_code)s, %(http_status)s, %(bytes)s, %(duration_ms)s, %(credits)s,
+            %(created_at)s)
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING tenant_id, credits
+)
+UPDATE tenants SET credits = tenants.credits - ins.credits
+FROM ins WHERE tenants.tenant_id = ins.tenant_id AND ins.credits <> 0
+"""
+
+
+class PgWriter:
+    """One connection, reopened after failures. Not shared between tasks."""
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            if self._conn is not None:
+                await self._conn.close()
+            self._conn = await psycopg.AsyncConnection.connect(self._dsn, connect_timeout=5)
+        return self._conn
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def final_jobs(self, job_ids: Sequence[str]) -> set[str]:
+        conn = await self._connection()
+        try:
+            cur = await conn.execute(
+                "SELECT job_id FROM jobs WHERE job_id = ANY(%s) AND status IN ('succeeded', 'failed')",
+                (list(job_ids),),
+            )
+            rows = await cur.fetchall()
+            await conn.commit()
+        except BaseException:
+            await self._reset()
+            raise
+        return {r[0] for r in rows}
+
+    async def execute_many(self, statements: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> None:
+        """Run every (sql, rows) pair in one transaction."""
+        conn = await self._connection()
+        try:
+            async with conn.transaction(), conn.cursor() as cur:
+                for sql, rows in statements:
+                    if rows:
+                        await cur.executemany(sql, rows)
+        except BaseException:
+            await self._reset()
+            raise
+
+    async def _reset(self) -> None:
+        if self._conn is not None and (self._conn.closed or self._conn.broken):
+            await self.close()

@@ -1,0 +1,56 @@
+"""The results sink: content object first, then the job row, per final result.
+
+Per job only the first final result counts: a result for a job whose row is already final is
+skipped entirely (no object, no row change). Because the object is written before the row, a
+``succeeded`` row always has its object; a crash between the two replays the same result, whose
+object is already there (``put_if_absent``) and whose row is then written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from connectors.sinks.base import Decoded
+from connectors.sinks.pg import UPSERT_RESULT, PgWriter
+from connectors.storage import ObjectStore
+from schemas import TopicSet, content_object_key
+
+
+class ResultsSink:
+    name = "results"
+
+    def __init__(self, topics: TopicSet, db: PgWriter, store: ObjectStore, concurrency: int = 16) -> None:
+        self._topics = topics
+        self._db = db
+        self._store = store
+        self._sem = asyncio.Semaphore(concurrency)
+
+    def topics(self) -> list[str]:
+        return [self._topics.results]
+
+    def dlq_topics(self) -> set[str]:
+        return {self._topics.results}
+
+    async def write(self, batch: list[Decoded]) -> None:
+        first: dict[str, dict[str, Any]] = {}
+        for d in batch:
+            first.setdefault(d.value["job_id"], d.value)
+        done = await self._db.final_jobs(list(first))
+        todo = [r for job_id, r in first.items() if job_id not in done]
+        await asyncio.gather(*(self._put(r) for r in todo))
+        rows = [{**r, "content_key": _key(r)} for r in todo]
+        await self._db.execute_many([(UPSERT_RESULT, rows)])
+
+    async def _put(self, result: dict[str, Any]) -> None:
+        key = _key(result)
+        if key is None:
+            return
+        async with self._sem:
+            await self._store.put_if_absent(key, result["content"], "application/gzip")
+
+
+def _key(result: dict[str, Any]) -> str | None:
+    if result["content"] is None:
+        return None
+    return content_object_key(result["tenant"], result["job_id"])

@@ -1,0 +1,131 @@
+"""Avro single-object encoding for every record on our topics.
+
+Wire format (Avro specification, "Single-object encoding")::
+
+    C3 01 | 8-byte little-endian CRC-64-AVRO fingerprint of the writer schema | Avro binary body
+
+Readers find the writer schema by fingerprint among the ``.avsc`` files shipped in
+``schemas/avro``, so any Avro library that knows these schemas can read our topics. Request
+topics also accept a UTF-8 JSON object with the same fields (see :meth:`Codec.decode_request`),
+so that ``kcat`` or a program in any language can publish jobs without an Avro library.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any, Final, cast
+
+import fastavro
+from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
+
+from schemas.errors import DecodeError
+
+MAGIC: Final = b"\xc3\x01"
+HEADER_LEN: Final = 10
+
+RECORD_NAMES: Final = ("ScrapeRequest", "ScrapeResult", "Escalation", "Metering")
+
+
+@dataclass(frozen=True, slots=True)
+class _Schema:
+    name: str
+    parsed: Any
+    fingerprint: bytes  # 8 bytes, little-endian, as written on the wire
+
+
+def _load(name: str) -> _Schema:
+    text = resources.files("schemas").joinpath("avro", f"{name}.avsc").read_text("utf-8")
+    parsed = parse_schema(json.loads(text))
+    canonical = to_parsing_canonical_form(parsed)
+    fp_int = int(fingerprint(canonical, "CRC-64-AVRO"), 16)
+    return _Schema(name=name, parsed=parsed, fingerprint=struct.pack("<Q", fp_int))
+
+
+class Codec:
+    """Encodes and decodes our records. Stateless after construction; safe to share."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, _Schema] = {n: _load(n) for n in RECORD_NAMES}
+        self._by_fp: dict[bytes, _Schema] = {s.fingerprint: s for s in self._by_name.values()}
+
+    def fingerprint(self, name: str) -> bytes:
+        """The 8-byte wire fingerprint of record ``name``."""
+        return self._by_name[name].fingerprint
+
+    def encode(self, name: str, record: Mapping[str, Any]) -> bytes:
+        """Encode ``record`` as record type ``name`` (single-object encoding)."""
+        schema = self._by_name[name]
+        buf = io.BytesIO()
+        buf.write(MAGIC)
+        buf.write(schema.fingerprint)
+        fastavro.schemaless_writer(buf, schema.parsed, dict(record))
+        return buf.getvalue()
+
+    def decode(self, data: bytes, expect: str | None = None) -> tuple[str, dict[str, Any]]:
+        """Decode one value; returns (record name, record).
+
+        Raises :class:`DecodeError` with a reason a person can act on when the bytes are not a
+        single-object-encoded record of ours (or not of type ``expect``).
+        """
+        if len(data) < HEADER_LEN or data[:2] != MAGIC:
+            raise DecodeError("bad_magic", "value does not start with Avro single-object marker C3 01")
+        schema = self._by_fp.get(data[2:HEADER_LEN])
+        if schema is None:
+            raise DecodeError(
+                "unknown_fingerprint", f"unknown writer schema fingerprint {data[2:HEADER_LEN].hex()}"
+            )
+        if expect is not None and schema.name != expect:
+            raise DecodeError("wrong_type", f"expected {expect}, got {schema.name}")
+        buf = io.BytesIO(data)
+        buf.seek(HEADER_LEN)
+        try:
+            record = fastavro.schemaless_reader(buf, schema.parsed, schema.parsed)
+        except (EOFError, ValueError, UnicodeDecodeError, IndexError, struct.error) as exc:
+            raise DecodeError("truncated", f"cannot decode {schema.name} body: {exc!r}") from exc
+        if buf.tell() != len(data):
+            raise DecodeError("trailing_bytes", f"{len(data) - buf.tell()} bytes after {schema.name}")
+        return schema.name, cast(dict[str, Any], record)
+
+    def decode_request(self, data: bytes) -> dict[str, Any]:
+        """Decode a ScrapeRequest from Avro, or from a JSON object with the same fields.
+
+        JSON defaults: ``job_id`` is required (producers own their ids, so a retry of the same
+        publish is the same job); ``tenant`` defaults to ``"default"``; ``created_at`` may be
+        epoch milliseconds or absent (then 0 → the processor treats it as "now").
+        """
+        if data[:1] == b"{":
+            return self._request_from_json(data)
+        return self.decode(data, expect="ScrapeRequest")[1]
+
+    def _request_from_json(self, data: bytes) -> dict[str, Any]:
+        try:
+            doc = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DecodeError("invalid_json", f"value is not valid JSON: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise DecodeError("invalid_json", "JSON value must be an object")
+        doc.setdefault("tenant", "default")
+        doc.setdefault("created_at", 0)
+        doc.setdefault("options", {})
+        schema = self._by_name["ScrapeRequest"].parsed
+        try:
+            # Validating through the writer fills defaults and checks every type exactly as the
+            # Avro path would, so JSON and Avro producers get the same errors.
+            buf = io.BytesIO()
+            fastavro.schemaless_writer(buf, schema, doc)
+            buf.seek(0)
+            return cast(dict[str, Any], fastavro.schemaless_reader(buf, schema, schema))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise DecodeError("invalid_record", f"JSON does not match ScrapeRequest: {exc}") from exc
+
+
+@cache
+def default_codec() -> Codec:
+    """A process-wide codec (schemas are immutable package data)."""
+    return Codec()

@@ -1,0 +1,136 @@
+"""Kafka client settings every producer and consumer of our topics must share.
+
+Kept beside the topic declarations because they are part of the same contract: message size
+limits match the topics' ``max.message.bytes`` and producers are idempotent with ``acks=all``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, RequestTimedOutError
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.topics import MAX_MESSAGE_BYTES, TopicSet
+
+log = logging.getLogger(__name__)
+_RETRY_ALWAYS = (KafkaConnectionError, KafkaTimeoutError, RequestTimedOutError)
+
+
+class KafkaConfig(BaseModel):
+    """Where the brokers are and how our topics are named."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bootstrap: str = Field("127.0.0.1:9092", description="Comma-separated host:port list.")
+    topic_prefix: str = Field("", description="Prefix for every topic name (isolates deployments).")
+    client_id: str = Field("scrapifie", description="Client id prefix seen by the brokers.")
+    max_message_bytes: int = Field(MAX_MESSAGE_BYTES, description="Largest record we produce.")
+
+    @property
+    def topics(self) -> TopicSet:
+        return TopicSet(self.topic_prefix)
+
+
+def producer_kwargs(cfg: KafkaConfig, role: str) -> dict[str, Any]:
+    """aiokafka.AIOKafkaProducer arguments: idempotent, acks=all, sized for results."""
+    return {
+        "bootstrap_servers": cfg.bootstrap,
+        "client_id": f"{cfg.client_id}-{role}",
+        "enable_idempotence": True,
+        "acks": "all",
+        "max_request_size": cfg.max_message_bytes + 64 * 1024,
+        "linger_ms": 5,
+        "request_timeout_ms": 30_000,
+        "retry_backoff_ms": 200,
+    }
+
+
+def consumer_kwargs(cfg: KafkaConfig, group: str, role: str) -> dict[str, Any]:
+    """aiokafka.AIOKafkaConsumer arguments: manual commits, reads from the start."""
+    return {
+        "bootstrap_servers": cfg.bootstrap,
+        "client_id": f"{cfg.client_id}-{role}",
+        "group_id": group,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "isolation_level": "read_committed",
+        "max_partition_fetch_bytes": cfg.max_message_bytes + 64 * 1024,
+        "fetch_max_bytes": max(52_428_800, cfg.max_message_bytes * 2),
+        # Sinks keep retrying a failed write without polling; stay in the group meanwhile.
+        "max_poll_interval_ms": 15 * 60 * 1000,
+        "session_timeout_ms": 30_000,
+        "heartbeat_interval_ms": 3_000,
+    }
+
+
+class EventProducer:
+    """An idempotent aiokafka producer that keeps trying until Kafka acknowledges the record.
+
+    ``send`` returns only once the record is durable on the broker (acks=all), so callers may
+    commit their input offset afterwards. While the brokers are unreachable it retries with
+    capped backoff instead of failing: the caller's offset stays uncommitted meanwhile.
+    Async context manager: ``async with EventProducer(cfg, "worker") as p``.
+    """
+
+    def __init__(self, cfg: KafkaConfig, role: str, *, max_backoff_s: float = 5.0) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        self._producer = AIOKafkaProducer(**producer_kwargs(cfg, role))
+        self._max_backoff_s = max_backoff_s
+
+    async def __aenter__(self) -> EventProducer:
+        await self._start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._producer.stop()
+
+    async def _start(self) -> None:
+        from aiokafka.errors import KafkaError
+
+        delay = 0.2
+        while True:
+            try:
+                await self._producer.start()
+                return
+            except KafkaError as exc:
+                log.warning("kafka producer cannot start (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._max_backoff_s)
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        await self.send_many([(topic, key, value, headers or [])])
+
+    async def send_many(
+        self, records: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]]
+    ) -> None:
+        """Send records and wait until all are acknowledged (order kept per topic/key)."""
+        from aiokafka.errors import KafkaError
+
+        delay = 0.2
+        while True:
+            try:
+                futures = [
+                    await self._producer.send(t, value=v, key=k, headers=h) for t, k, v, h in records
+                ]
+                await asyncio.gather(*futures)
+                return
+            except KafkaError as exc:
+                if not getattr(exc, "retriable", False) and not isinstance(exc, _RETRY_ALWAYS):
+                    raise
+                log.warning("kafka send failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._max_backoff_s)
+
+    async def flush(self) -> None:
+        await self._producer.flush()

@@ -1,0 +1,49 @@
+"""Message keys and ids shared by every producer.
+
+Tier topics are keyed by registrable domain (eTLD+1) so that one worker owns a site's
+politeness state. The Public Suffix List snapshot bundled with tldextract is used; nothing is
+fetched at run time.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from functools import cache
+from urllib.parse import urlsplit
+
+import tldextract
+
+_NS = uuid.UUID("8d0c7e8a-3a57-4b53-9b7e-5c1f0c2a9e11")
+
+
+@cache
+def _extractor() -> tldextract.TLDExtract:
+    return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+
+
+def site_key(url: str) -> str:
+    """Registrable domain of ``url`` (``a.b.example.co.uk`` → ``example.co.uk``).
+
+    IP literals and single-label hosts are their own site. Lower-case, no port.
+    """
+    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    if not host:
+        return ""
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    ext = _extractor()(host)
+    return ext.top_domain_under_public_suffix or host
+
+
+def derived_id(*parts: str) -> str:
+    """A deterministic event id: the same inputs always give the same id (idempotent sinks)."""
+    return str(uuid.uuid5(_NS, "\x1f".join(parts)))
+
+
+def content_object_key(tenant: str, job_id: str) -> str:
+    """Where a job's content lives in object storage. Deterministic: rewrites are idempotent."""
+    return f"content/{tenant}/{job_id[:2]}/{job_id}.html.gz"

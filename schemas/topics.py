@@ -1,0 +1,96 @@
+"""Every topic of the pipeline, declared once: name, key, value schema, partitions, config.
+
+Producers and consumers outside this repository need only this module and :mod:`schemas.codec`.
+A deployment may prefix every name (``TopicSet(prefix="staging.")``); tests use a unique prefix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Final
+
+
+class Tier(StrEnum):
+    HTTP = "http"
+    BROWSER = "browser"
+    STEALTH = "stealth"
+
+
+TIER_ORDER: Final = (Tier.HTTP, Tier.BROWSER, Tier.STEALTH)
+
+
+class Key(StrEnum):
+    SITE = "site"  # registrable domain of the URL (schemas.keys.site_key)
+    JOB_ID = "job_id"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """One topic. ``value`` names the Avro record (None: raw bytes, as on the DLQ)."""
+
+    base: str
+    key: Key
+    value: str | None
+    partitions: int
+    doc: str
+    config: dict[str, str] = field(default_factory=dict)
+
+
+# Large enough for a result carrying a capped, gzipped page plus a screenshot.
+MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
+_BIG = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
+
+SPECS: Final[tuple[TopicSpec, ...]] = (
+    TopicSpec("scrape.requests", Key.SITE, "ScrapeRequest", 6, "jobs with tier auto (router input)"),
+    TopicSpec("scrape.http", Key.SITE, "ScrapeRequest", 6, "jobs for the http tier"),
+    TopicSpec("scrape.browser", Key.SITE, "ScrapeRequest", 6, "jobs for the browser tier"),
+    TopicSpec("scrape.stealth", Key.SITE, "ScrapeRequest", 3, "jobs for the stealth tier"),
+    TopicSpec("scrape.results", Key.JOB_ID, "ScrapeResult", 6, "one final result per job", _BIG),
+    TopicSpec("scrape.escalations", Key.JOB_ID, "Escalation", 3, "tier hand-overs"),
+    TopicSpec("scrape.metering", Key.JOB_ID, "Metering", 3, "usage per attempt"),
+    TopicSpec(
+        "scrape.dlq",
+        Key.JOB_ID,
+        None,
+        3,
+        "undecodable or unprocessable records: original bytes; reason in headers",
+        _BIG,
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSet:
+    """Resolved topic names for one deployment."""
+
+    prefix: str = ""
+
+    def name(self, base: str) -> str:
+        return f"{self.prefix}{base}"
+
+    @property
+    def requests(self) -> str:
+        return self.name("scrape.requests")
+
+    def tier(self, tier: Tier | str) -> str:
+        return self.name(f"scrape.{Tier(tier).value}")
+
+    @property
+    def results(self) -> str:
+        return self.name("scrape.results")
+
+    @property
+    def escalations(self) -> str:
+        return self.name("scrape.escalations")
+
+    @property
+    def metering(self) -> str:
+        return self.name("scrape.metering")
+
+    @property
+    def dlq(self) -> str:
+        return self.name("scrape.dlq")
+
+    def all(self) -> list[tuple[str, TopicSpec]]:
+        return [(self.name(s.base), s) for s in SPECS]

@@ -1,0 +1,3 @@
+from scrapifie.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,71 @@
+"""Operational helpers used by the CLI and tests: topics, migrations, tenants."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+
+import psycopg
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from schemas.kafka import KafkaConfig
+
+log = logging.getLogger(__name__)
+
+
+async def ensure_topics(kafka: KafkaConfig, replication: int = 1) -> list[str]:
+    """Create every topic of schemas.topics that is missing; return the names created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap, client_id=f"{kafka.client_id}-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(name, spec.partitions, replication, topic_configs=dict(spec.config))
+            for name, spec in kafka.topics.all()
+            if name not in existing
+        ]
+        if wanted:
+            try:
+                await admin.create_topics(wanted)
+            except TopicAlreadyExistsError:
+                pass  # created concurrently by another process
+        return [t.name for t in wanted]
+    finally:
+        await admin.close()
+
+
+async def list_topics(kafka: KafkaConfig) -> dict[str, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap, client_id=f"{kafka.client_id}-admin")
+    await admin.start()
+    try:
+        names = [name for name, _ in kafka.topics.all()]
+        present = set(await admin.list_topics())
+        described = await admin.describe_topics([n for n in names if n in present])
+        counts = {d["topic"]: len(d["partitions"]) for d in described}
+        return {n: counts.get(n, 0) for n in names}
+    finally:
+        await admin.close()
+
+
+def hash_key(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+async def add_tenant(dsn: str, tenant: str, credits: int, api_key: str | None = None) -> str:
+    """Create (or re-key) a tenant; returns its API key. Only the key's hash is stored."""
+    key = api_key or f"sk_{secrets.token_urlsafe(24)}"
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        await conn.execute(
+            "INSERT INTO tenants (tenant_id, api_key_sha256, credits) VALUES (%s, %s, %s)"
+            " ON CONFLICT (tenant_id) DO UPDATE SET api_key_sha256 = EXCLUDED.api_key_sha256",
+            (tenant, hash_key(key), credits),
+        )
+    return key
+
+
+async def list_tenants(dsn: str) -> list[tuple[str, int]]:
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        cur = await conn.execute("SELECT tenant_id, credits FROM tenants ORDER BY tenant_id")
+        return [(r[0], int(r[1])) for r in await cur.fetchall()]

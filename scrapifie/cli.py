@@ -1,0 +1,219 @@
+"""The ``scrapifie`` command: run the stack or one of its processes, submit and inspect jobs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from prometheus_client import REGISTRY, start_http_server
+
+from scrapifie import logs
+from scrapifie.settings import Settings
+
+log = logging.getLogger("scrapifie")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    settings = Settings()
+    logs.setup(settings.log_level, settings.log_format, args.command)
+    result: int = args.func(settings, args)
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="scrapifie", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("up", help="run the whole local stack in the foreground (Ctrl-C stops it)")
+    s.add_argument("--workers", type=int, default=1, help="http tier worker processes")
+    s.set_defaults(func=_up)
+
+    s = sub.add_parser("worker", help="run a tier worker (Faust)")
+    s.add_argument("--tier", default="http", choices=["http"])
+    s.set_defaults(func=_worker)
+
+    s = sub.add_parser("sink", help="run the PostgreSQL + object-storage sinks")
+    s.set_defaults(func=_sink)
+
+    s = sub.add_parser("gateway", help="run the HTTP ingest gateway")
+    s.set_defaults(func=_gateway)
+
+    s = sub.add_parser("topics", help="list topics (and create missing ones with --create)")
+    s.add_argument("--create", action="store_true")
+    s.set_defaults(func=_topics)
+
+    s = sub.add_parser("migrate", help="apply database migrations")
+    s.set_defaults(func=_migrate)
+
+    s = sub.add_parser("tenants", help="list tenants, or add one with --add NAME")
+    s.add_argument("--add", metavar="NAME")
+    s.add_argument("--credits", type=int, default=100_000)
+    s.add_argument("--api-key", help="use this key instead of a random one")
+    s.set_defaults(func=_tenants)
+
+    s = sub.add_parser("scrape", help="submit one URL through the gateway and print the result")
+    s.add_argument("url")
+    s.add_argument("--tier", default=None)
+    s.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the result")
+    s.add_argument("--meta", action="store_true", help="print the job metadata only, as JSON")
+    s.set_defaults(func=_scrape)
+    return p
+
+
+# -- processes --------------------------------------------------------------------------------
+def _metrics(settings: Settings, port: int) -> None:
+    if port:
+        start_http_server(port, addr=settings.metrics_host, registry=REGISTRY)
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from faust import Worker
+
+    from streams.app import build_app
+
+    _metrics(settings, settings.worker_metrics_port)
+    datadir = settings.data_dir / "faust"
+    app = build_app(args.tier, settings.kafka, settings.fetch, settings.worker, REGISTRY, str(datadir))
+    worker = Worker(app, loglevel=settings.log_level.lower(), override_logging=False, quiet=True)
+    worker.execute_from_commandline()  # returns via SystemExit on SIGTERM / SIGINT
+    return 0
+
+
+def _run_until_signal(main_coro_factory: object) -> None:
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await main_coro_factory(stop)  # type: ignore[operator]
+
+    asyncio.run(runner())
+
+
+def _sink(settings: Settings, _args: argparse.Namespace) -> int:
+    from connectors.db import migrate
+    from connectors.sinks import run_sinks
+
+    _metrics(settings, settings.sink_metrics_port)
+
+    async def main(stop: asyncio.Event) -> None:
+        await _retry(lambda: migrate(settings.dsn()), "migrate", stop)
+        await run_sinks(settings.kafka, settings.sink, settings.storage, settings.dsn(),
+                        settings.data_dir, REGISTRY, stop)
+
+    _run_until_signal(main)
+    return 0
+
+
+def _gateway(settings: Settings, _args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from connectors.gateway import Gateway
+    from connectors.storage import open_store
+
+    store = open_store(settings.storage, settings.data_dir)
+    gateway = Gateway(settings.gateway, settings.kafka, settings.dsn(), store, REGISTRY)
+    log.info("gateway listening on http://%s:%d", settings.gateway.host, settings.gateway.port)
+    web.run_app(gateway.app(), host=settings.gateway.host, port=settings.gateway.port,
+                print=None, access_log=None)
+    return 0
+
+
+async def _retry(fn: object, what: str, stop: asyncio.Event) -> None:
+    import psycopg
+
+    delay = 0.2
+    while not stop.is_set():
+        try:
+            await fn()  # type: ignore[operator]
+            return
+        except (psycopg.OperationalError, OSError) as exc:
+            log.warning("cannot %s yet (%s); retrying in %.1fs", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+# -- administration ---------------------------------------------------------------------------
+def _topics(settings: Settings, args: argparse.Namespace) -> int:
+    from scrapifie.admin import ensure_topics, list_topics
+
+    async def run() -> None:
+        if args.create:
+            created = await ensure_topics(settings.kafka)
+            print(f"created {len(created)} topics" + (f": {', '.join(created)}" if created else ""))
+        for name, partitions in (await list_topics(settings.kafka)).items():
+            print(f"{name:32} {partitions if partitions else 'missing'}")
+
+    asyncio.run(run())
+    return 0
+
+
+def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    from connectors.db import migrate
+
+    applied = asyncio.run(migrate(settings.dsn()))
+    print(f"applied {len(applied)} migrations" + (f": {', '.join(applied)}" if applied else ""))
+    return 0
+
+
+def _tenants(settings: Settings, args: argparse.Namespace) -> int:
+    from scrapifie.admin import add_tenant, list_tenants
+
+    if args.add:
+        key = asyncio.run(add_tenant(settings.dsn(), args.add, args.credits, args.api_key))
+        print(f"tenant {args.add}: API key {key}  (shown once; only its hash is stored)")
+        return 0
+    for tenant, credits in asyncio.run(list_tenants(settings.dsn())):
+        print(f"{tenant:24} {credits:>12} credits")
+    return 0
+
+
+# -- client -----------------------------------------------------------------------------------
+def api_key(settings: Settings) -> str:
+    if settings.api_key is not None:
+        return settings.api_key.get_secret_value()
+    path = settings.data_dir / "api_key"
+    if path.exists():
+        return path.read_text().strip()
+    raise SystemExit("no API key: set SCRAPIFIE_API_KEY or run `scrapifie up` (writes .data/api_key)")
+
+
+def _scrape(settings: Settings, args: argparse.Namespace) -> int:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key(settings)}"}
+    body: dict[str, object] = {"url": args.url}
+    if args.tier:
+        body["tier"] = args.tier
+    with httpx.Client(base_url=settings.gateway_url, headers=headers, timeout=args.wait + 10,
+                      trust_env=False) as client:
+        resp = client.post("/v1/jobs", params={"wait": args.wait}, json=body)
+        if resp.status_code >= 400:
+            print(resp.text, file=sys.stderr)
+            return 2
+        job = resp.json()
+        if resp.status_code == 202:
+            print(f"job {job['job_id']} still {job['status']} after {args.wait:g}s", file=sys.stderr)
+            return 3
+        if args.meta or job["status"] != "succeeded":
+            print(json.dumps(job, indent=2))
+            return 0 if job["status"] == "succeeded" else 1
+        print(f"# {job['http_status']} {job['final_url']} ({job['content_bytes']} bytes, "
+              f"tier {job['tier']}, job {job['job_id']})", file=sys.stderr)
+        content = client.get(f"/v1/jobs/{job['job_id']}/content")
+        sys.stdout.write(content.text)
+    return 0
+
+
+def _up(settings: Settings, args: argparse.Namespace) -> int:
+    from scrapifie.stack import run_stack
+
+    return run_stack(settings, Path(__file__).resolve().parent.parent, args.workers)

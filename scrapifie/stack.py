@@ -1,0 +1,101 @@
+"""`scrapifie up`: the whole local stack in the foreground.
+
+Order: Kafka broker and PostgreSQL (local, under the data dir) → topics, migrations, a default
+tenant → worker(s), sinks and gateway as child processes. Ctrl-C (or SIGTERM) stops the children
+first, then the database and the broker, so nothing is left running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from connectors.db import migrate
+from scrapifie.admin import add_tenant, ensure_topics, list_tenants
+from scrapifie.local.kafka import LocalKafka
+from scrapifie.local.postgres import LocalPostgres
+from scrapifie.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def run_stack(settings: Settings, repo_root: Path, workers: int) -> int:
+    data = settings.data_dir.resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "logs").mkdir(exist_ok=True)
+    kafka = LocalKafka(
+        data_dir=data / "kafka",
+        port=settings.kafka.local_port,
+        controller_port=settings.kafka.local_controller_port,
+        pom=repo_root / "deploy" / "kafka" / "pom.xml",
+        log_file=data / "logs" / "kafka.log",
+    )
+    postgres = LocalPostgres(
+        data_dir=data / "postgres", port=settings.postgres.port, log_file=data / "logs" / "postgres.log"
+    )
+    children: list[subprocess.Popen[bytes]] = []
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        log.info("starting Kafka on %s", settings.kafka.bootstrap)
+        kafka.start()
+        if settings.postgres.dsn is None:
+            log.info("starting PostgreSQL on 127.0.0.1:%d", settings.postgres.port)
+            postgres.start()
+        asyncio.run(_prepare(settings, data))
+        env = {**os.environ, "SCRAPIFIE_DATA_DIR": str(data)}
+        commands = [["worker", "--tier", "http"]] * workers + [["sink"], ["gateway"]]
+        for i, cmd in enumerate(commands):
+            child_env = dict(env)
+            if cmd[0] == "worker" and i > 0:
+                child_env["SCRAPIFIE_WORKER_METRICS_PORT"] = str(settings.worker_metrics_port + 10 + i)
+            children.append(subprocess.Popen([sys.executable, "-m", "scrapifie", *cmd], env=child_env))
+        log.info(
+            "ready: gateway http://%s:%d  (API key in %s)",
+            settings.gateway.host, settings.gateway.port, data / "api_key",
+        )
+        while not stopping:
+            for child in children:
+                if child.poll() is not None:
+                    log.error("%s exited with %s; stopping the stack", child.args, child.returncode)
+                    stopping = True
+            time.sleep(0.5)
+        return 0
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        postgres.stop()
+        kafka.stop()
+        log.info("stopped")
+
+
+async def _prepare(settings: Settings, data: Path) -> None:
+    created = await ensure_topics(settings.kafka)
+    if created:
+        log.info("created topics: %s", ", ".join(created))
+    await migrate(settings.dsn())
+    key_file = data / "api_key"
+    if not await list_tenants(settings.dsn()) or not key_file.exists():
+        key = await add_tenant(settings.dsn(), "default", 1_000_000)
+        key_file.write_text(key + "\n")
+        key_file.chmod(0o600)
+        log.info("created tenant 'default'; its API key is in %s", key_file)

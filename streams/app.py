@@ -1,0 +1,105 @@
+"""The Faust app of one tier worker.
+
+One agent (``concurrency=1``) per tier topic. It starts a handler task per record and
+acknowledges through :class:`~streams.ordered.OrderedAcks`, so up to ``max_in_flight`` fetches
+run at once without Faust committing past one still in flight (see ordered.py).
+Values are read as raw bytes and decoded by our codec inside the handler, so an undecodable
+value reaches the DLQ instead of crashing the agent.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+from prometheus_client import CollectorRegistry
+
+from schemas import TopicSet, default_codec
+from schemas.kafka import EventProducer, KafkaConfig
+from streams.config import FetchConfig, WorkerConfig
+from streams.fetchers.http import HttpFetcher
+from streams.metrics import StreamMetrics
+from streams.ordered import OrderedAcks
+from streams.processor import InputRecord, TierProcessor
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_TIERS = ("http",)
+
+
+def build_app(
+    tier: str,
+    kafka: KafkaConfig,
+    fetch: FetchConfig,
+    worker: WorkerConfig,
+    registry: CollectorRegistry,
+    datadir: str,
+) -> faust.App:
+    """A Faust app consuming ``scrape.<tier>``. Topics must exist (``scrapifie topics``)."""
+    if tier not in SUPPORTED_TIERS:
+        raise ValueError(f"unknown tier {tier!r}; valid: {', '.join(SUPPORTED_TIERS)}")
+    topics: TopicSet = kafka.topics
+    app = faust.App(
+        f"{worker.group_prefix}-{kafka.topic_prefix}{tier}",
+        broker=[f"kafka://{b.strip()}" for b in kafka.bootstrap.split(",")],
+        datadir=datadir,
+        web_enabled=False,
+        topic_disable_leader=True,
+        topic_allow_declare=False,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        broker_commit_every=200,
+        consumer_max_fetch_size=kafka.max_message_bytes + 65536,
+        stream_buffer_maxsize=max(256, worker.max_in_flight * 2),
+        producer_max_request_size=kafka.max_message_bytes + 65536,
+        store="memory://",
+        autodiscover=False,
+    )
+    source = app.topic(
+        topics.tier(tier),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        internal=False,
+    )
+    metrics = StreamMetrics(registry)
+
+    async def process(stream: Any) -> None:
+        codec = default_codec()
+        noack = stream.noack()
+        async with (
+            EventProducer(kafka, f"worker-{tier}") as producer,
+            HttpFetcher(fetch) as fetcher,
+        ):
+            processor = TierProcessor(
+                tier, fetcher, producer, codec, topics, metrics, fetch, worker
+            )
+            window: OrderedAcks[Any] = OrderedAcks(worker.max_in_flight, noack.ack)
+            try:
+                async for event in noack.events():
+                    msg = event.message
+                    rec = InputRecord(
+                        topic=msg.topic,
+                        partition=msg.partition,
+                        offset=msg.offset,
+                        key=msg.key,
+                        value=msg.value,
+                        headers=list(_headers(msg.headers)),
+                    )
+                    await window.submit(msg.tp, event, processor.handle(rec))
+                await window.join()
+            finally:
+                # Unfinished handlers are cancelled unacked: they are re-delivered later.
+                await window.cancel()
+
+    app.agent(source, name=f"{tier}-processor", concurrency=1)(process)
+    return app
+
+
+def _headers(raw: Any) -> list[tuple[str, bytes]]:
+    if not raw:
+        return []
+    items = raw.items() if isinstance(raw, dict) else raw
+    return [(str(k), bytes(v) if v is not None else b"") for k, v in items]

@@ -1,0 +1,36 @@
+"""Settings of the stream processors. Built by the entrypoint (scrapifie.settings) and passed in."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class FetchConfig(BaseModel):
+    """How one fetch behaves."""
+
+    model_config = ConfigDict(frozen=True)
+
+    user_agent: str = Field(
+        "Scrapifie/0.1 (+https://scrapifie.dev/bot)",
+        description="User-Agent sent on every request; names the product and a contact URL.",
+    )
+    timeout_s: float = Field(30.0, gt=0, description="Overall deadline of one fetch: headers and body.")
+    connect_timeout_s: float = Field(10.0, gt=0, description="TCP+TLS connect deadline.")
+    max_body_bytes: int = Field(
+        5 * 1024 * 1024, gt=0, description="Largest decoded body kept; larger fails too_large."
+    )
+    max_redirects: int = Field(10, ge=0, description="Redirect hops followed before failing.")
+    max_connections: int = Field(256, gt=0, description="Connection pool size of the http tier.")
+
+
+class WorkerConfig(BaseModel):
+    """How a tier worker consumes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_in_flight: int = Field(64, gt=0, description="Fetches in flight per worker process.")
+    group_prefix: str = Field("scrapifie", description="Consumer group (Faust app id) prefix.")
+    credits_per_success: dict[str, int] = Field(
+        default_factory=lambda: {"http": 1, "browser": 5, "stealth": 10},
+        description="Credits charged per successful attempt, by tier. Failed attempts are free.",
+    )

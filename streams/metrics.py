@@ -1,0 +1,34 @@
+"""Prometheus metrics of the stream processors. Core code calls these; it never formats."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class StreamMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.fetch_outcome = Counter(
+            "scrapifie_fetch_outcome_total",
+            "Attempts by tier and outcome (ok, transient, blocked, fatal) and error code.",
+            ["tier", "outcome", "code"],
+            registry=registry,
+        )
+        self.fetch_seconds = Histogram(
+            "scrapifie_fetch_seconds",
+            "Duration of one fetch attempt.",
+            ["tier"],
+            registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+        self.fetched_bytes = Counter(
+            "scrapifie_fetched_bytes_total", "Decoded body bytes fetched.", ["tier"], registry=registry
+        )
+        self.in_flight = Gauge(
+            "scrapifie_fetches_in_flight", "Fetches running now.", ["tier"], registry=registry
+        )
+        self.dlq = Counter(
+            "scrapifie_dlq_total", "Records sent to the DLQ.", ["topic", "reason"], registry=registry
+        )
+        self.results = Counter(
+            "scrapifie_results_total", "Final results emitted.", ["tier", "status"], registry=registry
+        )

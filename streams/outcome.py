@@ -1,0 +1,74 @@
+"""Pure decisions about one attempt: what happened, and what the pipeline does next.
+
+No I/O here: everything is a function of the response or error, unit-tested on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from schemas import ErrorCode
+from streams.errors import BlockedError, FetchError, TransientError
+from streams.fetchers.base import FetchResponse
+
+
+class Kind(StrEnum):
+    OK = "ok"
+    TRANSIENT = "transient"
+    BLOCKED = "blocked"
+    FATAL = "fatal"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    kind: Kind
+    code: ErrorCode | None = None
+    reason: str | None = None
+    http_status: int | None = None
+    retry_after_s: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.kind is Kind.OK
+
+
+# Statuses where trying the same tier again later may work.
+TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
+
+
+def classify_response(resp: FetchResponse) -> Outcome:
+    status = resp.status
+    if 200 <= status < 400:
+        return Outcome(Kind.OK, http_status=status)
+    if status in TRANSIENT_STATUSES:
+        return Outcome(
+            Kind.TRANSIENT,
+            ErrorCode.HTTP_ERROR,
+            f"HTTP {status}",
+            status,
+            parse_retry_after(resp.headers.get("retry-after")),
+        )
+    return Outcome(Kind.FATAL, ErrorCode.HTTP_ERROR, f"HTTP {status}", status)
+
+
+def classify_error(exc: FetchError) -> Outcome:
+    kind = (
+        Kind.BLOCKED
+        if isinstance(exc, BlockedError)
+        else Kind.TRANSIENT
+        if isinstance(exc, TransientError)
+        else Kind.FATAL
+    )
+    return Outcome(kind, exc.code, exc.message, retry_after_s=exc.retry_after_s)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds form; HTTP dates are ignored)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None

@@ -1,0 +1,192 @@
+"""One tier's work on one record: decode → validate → fetch → classify → emit.
+
+``TierProcessor.handle`` never raises for a bad record: undecodable values go to the DLQ with
+the reason, invalid jobs end ``failed``. It returns only once its output records are durable
+in Kafka, so the caller may then acknowledge the input offset.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from schemas import Codec, DecodeError, ErrorCode, TopicSet, derived_id
+from schemas import headers as hdr
+from schemas.kafka import EventProducer
+from streams.config import FetchConfig, WorkerConfig
+from streams.errors import FetchError
+from streams.fetchers.base import Fetcher, FetchRequest, FetchResponse
+from streams.metrics import StreamMetrics
+from streams.outcome import Kind, Outcome, classify_error, classify_response
+from schemas.urls import InvalidURL, validate_url
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class InputRecord:
+    """A consumed Kafka record, independent of the consumer library."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+class TierProcessor:
+    def __init__(
+        self,
+        tier: str,
+        fetcher: Fetcher,
+        producer: EventProducer,
+        codec: Codec,
+        topics: TopicSet,
+        metrics: StreamMetrics,
+        fetch_config: FetchConfig,
+        worker_config: WorkerConfig,
+    ) -> None:
+        self.tier = tier
+        self._fetcher = fetcher
+        self._producer = producer
+        self._codec = codec
+        self._topics = topics
+        self._metrics = metrics
+        self._fetch_config = fetch_config
+        self._credits = worker_config.credits_per_success.get(tier, 0)
+
+    async def handle(self, rec: InputRecord) -> None:
+        try:
+            job = self._codec.decode_request(rec.value)
+        except DecodeError as exc:
+            await self.to_dlq(rec, exc.reason, exc.detail)
+            return
+        trace_id = job["trace_id"] or hdr.get(rec.headers, hdr.TRACE_ID) or job["job_id"]
+        job["trace_id"] = trace_id
+        if job["created_at"].timestamp() <= 0:
+            job["created_at"] = datetime.now(UTC)
+        extra = {"job_id": job["job_id"], "trace_id": trace_id, "tier": self.tier}
+
+        started = time.monotonic()
+        response: FetchResponse | None = None
+        try:
+            url = validate_url(job["url"])
+        except InvalidURL as exc:
+            outcome = Outcome(Kind.FATAL, ErrorCode.INVALID_URL, str(exc))
+        else:
+            opts = job["options"]
+            self._metrics.in_flight.labels(self.tier).inc()
+            try:
+                response = await self._fetcher.fetch(
+                    FetchRequest(
+                        url=url,
+                        headers=opts["headers"],
+                        timeout_s=opts["timeout_s"],
+                        max_body_bytes=opts["max_body_bytes"],
+                    )
+                )
+                outcome = classify_response(response)
+            except FetchError as exc:
+                outcome = classify_error(exc)
+            finally:
+                self._metrics.in_flight.labels(self.tier).dec()
+        elapsed = time.monotonic() - started
+        self._metrics.fetch_seconds.labels(self.tier).observe(elapsed)
+        self._metrics.fetch_outcome.labels(self.tier, outcome.kind.value, outcome.code or "").inc()
+
+        result = self._result(job, outcome, response, elapsed)
+        metering = self._metering(job, outcome, response, elapsed)
+        headers = hdr.make(trace_id=trace_id, job_id=job["job_id"], tenant=job["tenant"])
+        key = job["job_id"].encode()
+        await self._producer.send_many(
+            [
+                (self._topics.metering, key, self._codec.encode("Metering", metering), headers),
+                (self._topics.results, key, self._codec.encode("ScrapeResult", result), headers),
+            ]
+        )
+        if response is not None:
+            self._metrics.fetched_bytes.labels(self.tier).inc(len(response.body))
+        self._metrics.results.labels(self.tier, result["status"]).inc()
+        log.info(
+            "job %s %s in %.0f ms (%s)",
+            job["job_id"],
+            result["status"],
+            elapsed * 1000,
+            outcome.code or outcome.http_status,
+            extra=extra,
+        )
+
+    async def to_dlq(self, rec: InputRecord, reason: str, detail: str) -> None:
+        """Send the original bytes, key and headers to the DLQ with where they came from."""
+        headers = [
+            *rec.headers,
+            *hdr.make(
+                **{
+                    hdr.DLQ_REASON: reason,
+                    hdr.DLQ_DETAIL: detail[:1000],
+                    hdr.DLQ_TOPIC: rec.topic,
+                    hdr.DLQ_PARTITION: str(rec.partition),
+                    hdr.DLQ_OFFSET: str(rec.offset),
+                }
+            ),
+        ]
+        await self._producer.send(self._topics.dlq, rec.value, key=rec.key, headers=headers)
+        self._metrics.dlq.labels(rec.topic, reason).inc()
+        log.warning(
+            "record %s[%d]@%d to DLQ: %s (%s)", rec.topic, rec.partition, rec.offset, reason, detail
+        )
+
+    def _result(
+        self, job: dict[str, Any], outcome: Outcome, resp: FetchResponse | None, elapsed: float
+    ) -> dict[str, Any]:
+        body = resp.body if resp is not None and outcome.ok else None
+        now = datetime.now(UTC)
+        return {
+            "event_id": derived_id(job["job_id"], "result", self.tier, str(job["attempt"])),
+            "job_id": job["job_id"],
+            "tenant": job["tenant"],
+            "url": job["url"],
+            "final_url": resp.final_url if resp is not None else None,
+            "tier": self.tier,
+            "attempts": job["attempt"],
+            "status": "succeeded" if outcome.ok else "failed",
+            "error_code": None if outcome.ok else (outcome.code or ErrorCode.INTERNAL).value,
+            "error_message": None if outcome.ok else outcome.reason,
+            "http_status": resp.status if resp is not None else None,
+            "content_type": resp.content_type if resp is not None else None,
+            "content_encoding": "gzip",
+            "content": gzip.compress(body, compresslevel=5, mtime=0) if body is not None else None,
+            "content_bytes": len(body) if body is not None else 0,
+            "content_sha256": hashlib.sha256(body).hexdigest() if body is not None else None,
+            "response_headers": dict(resp.headers) if resp is not None else {},
+            "screenshot": None,
+            "created_at": job["created_at"],
+            "finished_at": now,
+            "duration_ms": int(elapsed * 1000),
+            "trace_id": job["trace_id"],
+        }
+
+    def _metering(
+        self, job: dict[str, Any], outcome: Outcome, resp: FetchResponse | None, elapsed: float
+    ) -> dict[str, Any]:
+        return {
+            "event_id": derived_id(job["job_id"], "metering", self.tier, str(job["attempt"])),
+            "job_id": job["job_id"],
+            "tenant": job["tenant"],
+            "tier": self.tier,
+            "attempt": job["attempt"],
+            "outcome": outcome.kind.value,
+            "error_code": outcome.code.value if outcome.code else None,
+            "http_status": resp.status if resp is not None else None,
+            "bytes": resp.wire_bytes if resp is not None else 0,
+            "duration_ms": int(elapsed * 1000),
+            "credits": self._credits if outcome.ok else 0,
+            "created_at": datetime.now(UTC),
+            "trace_id": job["trace_id"],
+        }
