@@ -1,0 +1,57 @@
+# Two entry points on a fresh machine: `make run` and `make test`. Both install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PG_INITDB := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb))
+PYTEST_ARGS ?=
+
+.PHONY: install system-deps kafka-jars run test test-unit test-integration lint bench clean
+
+install: system-deps $(STAMP) kafka-jars
+
+# Debian packages: PostgreSQL (the local database) and Maven/Java (the local Kafka broker).
+system-deps:
+	@missing=""; \
+	[ -n "$(PG_INITDB)" ] || missing="$$missing postgresql"; \
+	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
+	command -v mvn >/dev/null || missing="$$missing maven"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "please run: sudo apt-get install$$missing" >&2; exit 1; \
+	  fi; \
+	fi
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+# Resolve the pinned Kafka broker jars into ~/.m2 (cached across runs).
+kafka-jars:
+	@mvn -q -B -f deploy/kafka/pom.xml dependency:resolve >/dev/null || \
+	  (echo "Maven could not resolve Kafka's jars (deploy/kafka/pom.xml)" >&2; exit 1)
+
+run: install
+	$(VENV)/bin/scrapifie up
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: install lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP)
+	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+test-integration: install
+	$(PY) -m pytest -m integration $(PYTEST_ARGS)
+
+clean:
+	rm -rf .data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,200 @@
+"""The real stack for integration tests: Kafka (KRaft, from Maven jars), PostgreSQL, an S3 API
+endpoint (moto's server on 127.0.0.1), a local target site, and the scrapifie processes started
+as subprocesses exactly as a user starts them. One stack per test session, one topic prefix."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from connectors.db import migrate
+from schemas.kafka import KafkaConfig
+from scrapifie.admin import add_tenant, ensure_topics
+from scrapifie.local.kafka import LocalKafka
+from scrapifie.local.ports import free_port
+from scrapifie.local.postgres import LocalPostgres
+from tests.integration.targets import TargetSite
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _need(binary: str) -> None:
+    if shutil.which(binary) is None:
+        pytest.fail(f"{binary} is required for integration tests (make install provides it)")
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+    _need("java")
+    _need("mvn")
+    broker = LocalKafka(
+        data_dir=tmp_path_factory.mktemp("kafka"),
+        port=free_port(),
+        controller_port=free_port(),
+        pom=REPO / "deploy" / "kafka" / "pom.xml",
+    )
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
+    db = LocalPostgres(data_dir=tmp_path_factory.mktemp("pg") / "cluster", port=free_port())
+    db.start()
+    yield db
+    db.stop()
+    db.destroy()
+
+
+@dataclass
+class S3Endpoint:
+    url: str
+    bucket: str = "scrapifie-test"
+    key_id: str = "testing"
+    secret: str = "testing"
+
+    def client(self):  # type: ignore[no-untyped-def]
+        import boto3
+
+        return boto3.client(
+            "s3", endpoint_url=self.url, region_name="us-east-1",
+            aws_access_key_id=self.key_id, aws_secret_access_key=self.secret,
+        )
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Endpoint]:
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield S3Endpoint(f"http://127.0.0.1:{port}")
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def target() -> Iterator[TargetSite]:
+    with TargetSite() as site:
+        yield site
+
+
+@dataclass
+class Stack:
+    kafka: KafkaConfig
+    dsn: str
+    gateway: str
+    api_key: str
+    s3: S3Endpoint
+    env: dict[str, str]
+    logs: Path
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the process
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "scrapifie", *args], env=self.env, stdout=log, stderr=log,
+            cwd=REPO,
+        )
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout_s: float = 30) -> None:
+        proc = self.procs.pop(name)
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def log_tail(self, lines: int = 60) -> str:
+        out = []
+        for f in sorted(self.logs.glob("*.log")):
+            text = f.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"==== {f.name}\n" + "\n".join(text))
+        return "\n".join(out)
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.gateway, headers={"Authorization": f"Bearer {self.api_key}"},
+            trust_env=False, timeout=30,
+        )
+
+
+@pytest.fixture(scope="session")
+def stack(
+    kafka: LocalKafka, postgres: LocalPostgres, s3: S3Endpoint, target: TargetSite,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    cfg = KafkaConfig(bootstrap=kafka.bootstrap, topic_prefix=prefix)
+    data = tmp_path_factory.mktemp("data")
+    logs = tmp_path_factory.mktemp("logs")
+    gw_port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SCRAPIFIE_")},
+        "SCRAPIFIE_DATA_DIR": str(data),
+        "SCRAPIFIE_LOG_FORMAT": "text",
+        "SCRAPIFIE_KAFKA__BOOTSTRAP": kafka.bootstrap,
+        "SCRAPIFIE_KAFKA__TOPIC_PREFIX": prefix,
+        "SCRAPIFIE_POSTGRES__DSN": postgres.dsn,
+        "SCRAPIFIE_STORAGE__BACKEND": "s3",
+        "SCRAPIFIE_STORAGE__S3_ENDPOINT_URL": s3.url,
+        "SCRAPIFIE_STORAGE__S3_BUCKET": s3.bucket,
+        "SCRAPIFIE_STORAGE__S3_ACCESS_KEY_ID": s3.key_id,
+        "SCRAPIFIE_STORAGE__S3_SECRET_ACCESS_KEY": s3.secret,
+        "SCRAPIFIE_GATEWAY__PORT": str(gw_port),
+        "SCRAPIFIE_WORKER_METRICS_PORT": str(free_port()),
+        "SCRAPIFIE_SINK_METRICS_PORT": str(free_port()),
+    }
+
+    async def prepare() -> str:
+        await ensure_topics(cfg)
+        await migrate(postgres.dsn)
+        return await add_tenant(postgres.dsn, "acme", 1_000_000)
+
+    api_key = asyncio.run(prepare())
+    st = Stack(cfg, postgres.dsn, f"http://127.0.0.1:{gw_port}", api_key, s3, env, logs)
+    st.start("worker", "worker", "--tier", "http")
+    st.start("sink", "sink")
+    st.start("gateway", "gateway")
+    try:
+        _wait_ready(st)
+        yield st
+    except BaseException:
+        print(st.log_tail())
+        raise
+    finally:
+        for name in list(st.procs):
+            st.stop(name)
+
+
+def _wait_ready(st: Stack, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for name, proc in st.procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode}\n{st.log_tail()}")
+        try:
+            if httpx.get(f"{st.gateway}/readyz", timeout=2, trust_env=False).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"gateway not ready in {timeout_s}s\n{st.log_tail()}")

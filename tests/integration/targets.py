@@ -1,0 +1,63 @@
+"""Local target sites for integration tests: real HTTP servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+def page(n: int, size: int = 20_000) -> bytes:
+    head = f"<html><head><title>Page {n}</title></head><body><h1>Page {n}</h1><p>".encode()
+    tail = b"</p></body></html>"
+    return head + b"x" * max(0, size - len(head) - len(tail)) + tail
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        path = self.path.split("?")[0]
+        if path.startswith("/page/"):
+            body = page(int(path.rsplit("/", 1)[1]))
+            self._send(200, body, "text/html; charset=utf-8")
+        elif path == "/redirect":
+            self._send(302, b"", "text/plain", {"Location": "/page/0"})
+        elif path == "/missing":
+            self._send(404, b"not here", "text/plain")
+        else:
+            self._send(404, b"unknown", "text/plain")
+
+    def _send(self, status: int, body: bytes, ctype: str, extra: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class TargetSite:
+    """A threaded HTTP/1.1 server on 127.0.0.1 with /page/N, /redirect and /missing."""
+
+    def __init__(self) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> TargetSite:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
