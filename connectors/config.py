@@ -21,7 +21,9 @@ class StorageConfig(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     backend: Literal["local", "s3"] = Field("local", description="Where content objects go.")
-    root: Path | None = Field(None, description="Local backend: directory (default <data>/objects).")
+    root: Path | None = Field(
+        None, description="Local backend: directory (default <data>/objects)."
+    )
     s3_endpoint_url: str | None = Field(None, description="S3 API endpoint (MinIO, R2...).")
     s3_bucket: str = Field("scrapifie", description="Bucket for content objects.")
     s3_region: str = Field("us-east-1", description="Signing region.")

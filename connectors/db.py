@@ -18,8 +18,11 @@ async def migrate(dsn: str) -> list[str]:
     Concurrent callers serialise on an advisory lock. Returns the names applied now.
     """
     files = sorted(
-        (f for f in resources.files("connectors").joinpath("migrations").iterdir()
-         if f.name.endswith(".sql")),
+        (
+            f
+            for f in resources.files("connectors").joinpath("migrations").iterdir()
+            if f.name.endswith(".sql")
+        ),
         key=lambda f: f.name,
     )
     applied_now: list[str] = []
@@ -36,8 +39,10 @@ async def migrate(dsn: str) -> list[str]:
                 if f.name in done:
                     continue
                 async with conn.transaction():
-                    await conn.execute(f.read_text("utf-8"))  # type: ignore[arg-type]
-                    await conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (f.name,))
+                    await conn.execute(f.read_text("utf-8"))
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (name) VALUES (%s)", (f.name,)
+                    )
                 log.info("applied migration %s", f.name)
                 applied_now.append(f.name)
         finally:

@@ -20,7 +20,13 @@ from typing import Any
 
 import psycopg
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -48,7 +54,9 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.headers = status, code, message, headers or {}
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.json_response(
         {"error": {"code": code, "message": message}}, status=status, headers=headers
     )
@@ -75,10 +83,16 @@ class Gateway:
         self._producer: EventProducer | None = None
         self._pool: AsyncConnectionPool | None = None
         self._requests = Counter(
-            "scrapifie_gateway_requests_total", "HTTP requests.", ["route", "status"], registry=registry
+            "scrapifie_gateway_requests_total",
+            "HTTP requests.",
+            ["route", "status"],
+            registry=registry,
         )
         self._latency = Histogram(
-            "scrapifie_gateway_request_seconds", "HTTP request latency.", ["route"], registry=registry
+            "scrapifie_gateway_request_seconds",
+            "HTTP request latency.",
+            ["route"],
+            registry=registry,
         )
         self._jobs = Counter(
             "scrapifie_gateway_jobs_total", "Jobs accepted.", ["tier"], registry=registry
@@ -103,7 +117,11 @@ class Gateway:
 
     async def _resources(self, _app: web.Application) -> Any:
         self._pool = AsyncConnectionPool(
-            self._dsn, min_size=1, max_size=16, open=False, timeout=5,
+            self._dsn,
+            min_size=1,
+            max_size=16,
+            open=False,
+            timeout=5,
             kwargs={"connect_timeout": 5},
         )
         await self._pool.open(wait=False)
@@ -117,7 +135,11 @@ class Gateway:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        route = request.match_info.route.resource.canonical if request.match_info.route.resource else "?"
+        route = (
+            request.match_info.route.resource.canonical
+            if request.match_info.route.resource
+            else "?"
+        )
         trace_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
         request[TRACE] = trace_id[:128]
         started = time.monotonic()
@@ -128,7 +150,9 @@ class Gateway:
         except ApiError as exc:
             resp = error_response(exc.status, exc.code, exc.message, exc.headers)
         except web.HTTPRequestEntityTooLarge:
-            resp = error_response(413, "too_large", f"request body over {self._config.max_body_bytes} bytes")
+            resp = error_response(
+                413, "too_large", f"request body over {self._config.max_body_bytes} bytes"
+            )
         except web.HTTPException as exc:
             resp = error_response(exc.status, "http_error", exc.reason)
         resp.headers["X-Request-ID"] = request[TRACE]
@@ -146,7 +170,9 @@ class Gateway:
         if cached and now - cached[1] < KEY_CACHE_TTL_S:
             return cached[0]
         try:
-            row = await self._fetchone("SELECT tenant_id FROM tenants WHERE api_key_sha256 = %s", digest)
+            row = await self._fetchone(
+                "SELECT tenant_id FROM tenants WHERE api_key_sha256 = %s", digest
+            )
         except ApiError:
             if cached:  # database away: keep serving known keys so jobs still flow into Kafka
                 return cached[0]
@@ -165,8 +191,12 @@ class Gateway:
                 return await cur.fetchone()
         except (psycopg.OperationalError, TimeoutError, psycopg.errors.AdminShutdown) as exc:
             log.warning("database unavailable: %s", exc)
-            raise ApiError(503, "unavailable", "the job database is unavailable; retry shortly",
-                           {"Retry-After": "5"}) from exc
+            raise ApiError(
+                503,
+                "unavailable",
+                "the job database is unavailable; retry shortly",
+                {"Retry-After": "5"},
+            ) from exc
 
     # -- jobs ----------------------------------------------------------------------------------
     async def post_job(self, request: web.Request) -> web.Response:
@@ -186,7 +216,7 @@ class Gateway:
         body = await _json_body(request)
         items = body.get("jobs") if isinstance(body, dict) else None
         if not isinstance(items, list) or not items:
-            raise ApiError(400, "invalid_request", "body must be {\"jobs\": [{\"url\": ...}, ...]}")
+            raise ApiError(400, "invalid_request", 'body must be {"jobs": [{"url": ...}, ...]}')
         if len(items) > self._config.max_batch:
             raise ApiError(413, "too_large", f"at most {self._config.max_batch} jobs per batch")
         jobs = []
@@ -207,8 +237,11 @@ class Gateway:
             raise ApiError(400, "invalid_url", str(exc)) from exc
         tier = body.get("tier") or self._config.default_tier
         if tier not in self._enabled_tiers:
-            raise ApiError(400, "invalid_tier",
-                           f"tier must be one of {', '.join(self._enabled_tiers)} (got {tier!r})")
+            raise ApiError(
+                400,
+                "invalid_tier",
+                f"tier must be one of {', '.join(self._enabled_tiers)} (got {tier!r})",
+            )
         max_tier = body.get("max_tier") or TIER_ORDER[-1].value
         if max_tier not in [t.value for t in TIER_ORDER]:
             raise ApiError(400, "invalid_request", "max_tier must be http, browser or stealth")
@@ -234,7 +267,9 @@ class Gateway:
 
     async def _publish(self, jobs: list[dict[str, Any]]) -> None:
         if self._producer is None:
-            raise ApiError(503, "unavailable", "the pipeline is starting; retry shortly", {"Retry-After": "2"})
+            raise ApiError(
+                503, "unavailable", "the pipeline is starting; retry shortly", {"Retry-After": "2"}
+            )
         records = [
             (
                 self._kafka.topics.tier(j["tier"]),
@@ -248,8 +283,12 @@ class Gateway:
             async with asyncio.timeout(10):
                 await self._producer.send_many(records)
         except TimeoutError as exc:
-            raise ApiError(503, "unavailable", "the job queue (Kafka) is unavailable; retry shortly",
-                           {"Retry-After": "5"}) from exc
+            raise ApiError(
+                503,
+                "unavailable",
+                "the job queue (Kafka) is unavailable; retry shortly",
+                {"Retry-After": "5"},
+            ) from exc
         for j in jobs:
             self._jobs.labels(j["tier"]).inc()
         # Best effort: makes GET /v1/jobs/{id} answer 'queued' at once. The ledger sink writes the
@@ -289,12 +328,18 @@ class Gateway:
         if row is None:
             raise ApiError(404, "not_found", "no such job for this API key")
         if row["status"] != "succeeded" or not row["content_key"]:
-            raise ApiError(404, "no_content", f"job is {row['status']}; content exists only for succeeded jobs")
+            raise ApiError(
+                404, "no_content", f"job is {row['status']}; content exists only for succeeded jobs"
+            )
         try:
             data = await self._store.get(row["content_key"])
         except StorageError as exc:
-            raise ApiError(503, "unavailable", "object storage is unavailable; retry shortly",
-                           {"Retry-After": "5"}) from exc
+            raise ApiError(
+                503,
+                "unavailable",
+                "object storage is unavailable; retry shortly",
+                {"Retry-After": "5"},
+            ) from exc
         if data is None:
             raise ApiError(404, "no_content", "content object not found")
         return web.Response(
@@ -310,7 +355,9 @@ class Gateway:
             " AS credits_used FROM tenants t WHERE t.tenant_id = %s",
             request[TENANT],
         )
-        return web.json_response({"tenant": request[TENANT], **{k: int(v) for k, v in (row or {}).items()}})
+        return web.json_response(
+            {"tenant": request[TENANT], **{k: int(v) for k, v in (row or {}).items()}}
+        )
 
     # -- operations ----------------------------------------------------------------------------
     async def healthz(self, _request: web.Request) -> web.Response:
@@ -368,15 +415,22 @@ def _options(raw: Any) -> dict[str, Any]:
     if unknown:
         raise ApiError(400, "invalid_request", f"unknown options: {', '.join(sorted(unknown))}")
     timeout_s = raw.get("timeout_s")
-    if timeout_s is not None and (not isinstance(timeout_s, int | float) or not 0 < timeout_s <= 300):
+    if timeout_s is not None and (
+        not isinstance(timeout_s, int | float) or not 0 < timeout_s <= 300
+    ):
         raise ApiError(400, "invalid_request", "options.timeout_s must be a number in (0, 300]")
     max_body = raw.get("max_body_bytes")
     if max_body is not None and (not isinstance(max_body, int) or max_body <= 0):
         raise ApiError(400, "invalid_request", "options.max_body_bytes must be a positive integer")
     headers = raw.get("headers") or {}
-    if not isinstance(headers, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) and "\n" not in k + v for k, v in headers.items()
-    ) or len(headers) > 50:
+    if (
+        not isinstance(headers, dict)
+        or not all(
+            isinstance(k, str) and isinstance(v, str) and "\n" not in k + v
+            for k, v in headers.items()
+        )
+        or len(headers) > 50
+    ):
         raise ApiError(400, "invalid_request", "options.headers must map up to 50 names to strings")
     return {
         "timeout_s": float(timeout_s) if timeout_s is not None else None,
@@ -397,12 +451,18 @@ def _accepted(job: dict[str, Any]) -> dict[str, Any]:
         "status": "queued",
         "tier": job["tier"],
         "trace_id": job["trace_id"],
-        "links": {"self": f"/v1/jobs/{job['job_id']}", "content": f"/v1/jobs/{job['job_id']}/content"},
+        "links": {
+            "self": f"/v1/jobs/{job['job_id']}",
+            "content": f"/v1/jobs/{job['job_id']}/content",
+        },
     }
 
 
 def _job_json(row: dict[str, Any]) -> dict[str, Any]:
     out = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
     out["tenant"] = out.pop("tenant_id")
-    out["links"] = {"self": f"/v1/jobs/{row['job_id']}", "content": f"/v1/jobs/{row['job_id']}/content"}
+    out["links"] = {
+        "self": f"/v1/jobs/{row['job_id']}",
+        "content": f"/v1/jobs/{row['job_id']}/content",
+    }
     return out

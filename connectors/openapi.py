@@ -44,15 +44,21 @@ OPENAPI: dict[str, Any] = {
                     "url": {"type": "string", "format": "uri", "maxLength": 8192},
                     "tier": {"type": "string", "enum": ["http", "browser", "stealth", "auto"]},
                     "max_tier": {"type": "string", "enum": ["http", "browser", "stealth"]},
-                    "job_id": {"type": "string", "format": "uuid",
-                               "description": "Optional idempotency key."},
+                    "job_id": {
+                        "type": "string",
+                        "format": "uuid",
+                        "description": "Optional idempotency key.",
+                    },
                     "options": {
                         "type": "object",
                         "additionalProperties": False,
                         "properties": {
                             "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 300},
                             "max_body_bytes": {"type": "integer", "minimum": 1},
-                            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                            "headers": {
+                                "type": "object",
+                                "additionalProperties": {"type": "string"},
+                            },
                         },
                     },
                 },
@@ -73,7 +79,10 @@ OPENAPI: dict[str, Any] = {
                     "job_id": {"type": "string"},
                     "tenant": {"type": "string"},
                     "url": {"type": "string"},
-                    "status": {"type": "string", "enum": ["queued", "running", "succeeded", "failed"]},
+                    "status": {
+                        "type": "string",
+                        "enum": ["queued", "running", "succeeded", "failed"],
+                    },
                     "tier": {"type": ["string", "null"]},
                     "attempts": {"type": "integer"},
                     "http_status": {"type": ["integer", "null"]},
@@ -95,13 +104,25 @@ OPENAPI: dict[str, Any] = {
             "post": {
                 "summary": "Submit a job",
                 "parameters": [
-                    {"name": "wait", "in": "query", "schema": {"type": "number", "minimum": 0},
-                     "description": "Seconds to wait for the final result."},
-                    {"name": "X-Request-ID", "in": "header", "schema": {"type": "string"},
-                     "description": "Becomes the trace id of every event of the job."},
+                    {
+                        "name": "wait",
+                        "in": "query",
+                        "schema": {"type": "number", "minimum": 0},
+                        "description": "Seconds to wait for the final result.",
+                    },
+                    {
+                        "name": "X-Request-ID",
+                        "in": "header",
+                        "schema": {"type": "string"},
+                        "description": "Becomes the trace id of every event of the job.",
+                    },
                 ],
-                "requestBody": {"required": True, "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/JobRequest"}}}},
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/JobRequest"}}
+                    },
+                },
                 "responses": {
                     "200": _resp("Finished within ?wait.", {"$ref": "#/components/schemas/Job"}),
                     "202": _resp("Accepted.", {"$ref": "#/components/schemas/Accepted"}),
@@ -112,36 +133,73 @@ OPENAPI: dict[str, Any] = {
         "/v1/jobs/batch": {
             "post": {
                 "summary": "Submit many jobs",
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                    "type": "object", "properties": {"jobs": {"type": "array", "items": {
-                        "$ref": "#/components/schemas/JobRequest"}}}}}}},
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "jobs": {
+                                        "type": "array",
+                                        "items": {"$ref": "#/components/schemas/JobRequest"},
+                                    }
+                                },
+                            }
+                        }
+                    },
+                },
                 "responses": {"202": _resp("Accepted."), **_ERRORS},
             }
         },
         "/v1/jobs/{job_id}": {
             "get": {
                 "summary": "Job status and metadata",
-                "parameters": [{"name": "job_id", "in": "path", "required": True,
-                                "schema": {"type": "string"}}],
-                "responses": {"200": _resp("The job.", {"$ref": "#/components/schemas/Job"}),
-                              "404": _resp("Unknown job (or another tenant's).", _ERROR), **_ERRORS},
+                "parameters": [
+                    {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": _resp("The job.", {"$ref": "#/components/schemas/Job"}),
+                    "404": _resp("Unknown job (or another tenant's).", _ERROR),
+                    **_ERRORS,
+                },
             }
         },
         "/v1/jobs/{job_id}/content": {
             "get": {
                 "summary": "The fetched body",
-                "parameters": [{"name": "job_id", "in": "path", "required": True,
-                                "schema": {"type": "string"}}],
-                "responses": {"200": {"description": "The body, with its original Content-Type."},
-                              "404": _resp("Unknown job or no content.", _ERROR), **_ERRORS},
+                "parameters": [
+                    {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": {"description": "The body, with its original Content-Type."},
+                    "404": _resp("Unknown job or no content.", _ERROR),
+                    **_ERRORS,
+                },
             }
         },
-        "/v1/usage": {"get": {"summary": "Credits and attempts of the caller's tenant",
-                              "responses": {"200": _resp("Usage.")}}},
-        "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": _resp("Alive.")}}},
-        "/readyz": {"get": {"summary": "Readiness (Kafka and PostgreSQL)", "security": [],
-                            "responses": {"200": _resp("Ready."), "503": _resp("Not ready.", _ERROR)}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics", "security": [],
-                             "responses": {"200": {"description": "Text exposition format."}}}},
+        "/v1/usage": {
+            "get": {
+                "summary": "Credits and attempts of the caller's tenant",
+                "responses": {"200": _resp("Usage.")},
+            }
+        },
+        "/healthz": {
+            "get": {"summary": "Liveness", "security": [], "responses": {"200": _resp("Alive.")}}
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness (Kafka and PostgreSQL)",
+                "security": [],
+                "responses": {"200": _resp("Ready."), "503": _resp("Not ready.", _ERROR)},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "security": [],
+                "responses": {"200": {"description": "Text exposition format."}},
+            }
+        },
     },
 }

@@ -74,11 +74,14 @@ class Codec:
         single-object-encoded record of ours (or not of type ``expect``).
         """
         if len(data) < HEADER_LEN or data[:2] != MAGIC:
-            raise DecodeError("bad_magic", "value does not start with Avro single-object marker C3 01")
+            raise DecodeError(
+                "bad_magic", "value does not start with Avro single-object marker C3 01"
+            )
         schema = self._by_fp.get(data[2:HEADER_LEN])
         if schema is None:
             raise DecodeError(
-                "unknown_fingerprint", f"unknown writer schema fingerprint {data[2:HEADER_LEN].hex()}"
+                "unknown_fingerprint",
+                f"unknown writer schema fingerprint {data[2:HEADER_LEN].hex()}",
             )
         if expect is not None and schema.name != expect:
             raise DecodeError("wrong_type", f"expected {expect}, got {schema.name}")
@@ -89,7 +92,9 @@ class Codec:
         except (EOFError, ValueError, UnicodeDecodeError, IndexError, struct.error) as exc:
             raise DecodeError("truncated", f"cannot decode {schema.name} body: {exc!r}") from exc
         if buf.tell() != len(data):
-            raise DecodeError("trailing_bytes", f"{len(data) - buf.tell()} bytes after {schema.name}")
+            raise DecodeError(
+                "trailing_bytes", f"{len(data) - buf.tell()} bytes after {schema.name}"
+            )
         return schema.name, cast(dict[str, Any], record)
 
     def decode_request(self, data: bytes) -> dict[str, Any]:
@@ -122,7 +127,9 @@ class Codec:
             buf.seek(0)
             return cast(dict[str, Any], fastavro.schemaless_reader(buf, schema, schema))
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise DecodeError("invalid_record", f"JSON does not match ScrapeRequest: {exc}") from exc
+            raise DecodeError(
+                "invalid_record", f"JSON does not match ScrapeRequest: {exc}"
+            ) from exc
 
 
 @cache

@@ -23,7 +23,9 @@ def make(**values: str | None) -> Headers:
     return [(k, v.encode()) for k, v in values.items() if v is not None]
 
 
-def get(headers: Iterable[tuple[str, bytes]] | Sequence[tuple[str, bytes]] | None, name: str) -> str | None:
+def get(
+    headers: Iterable[tuple[str, bytes]] | Sequence[tuple[str, bytes]] | None, name: str
+) -> str | None:
     for k, v in headers or ():
         if k == name:
             return v.decode("utf-8", "replace")

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, RequestTimedOutError
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.topics import MAX_MESSAGE_BYTES, TopicSet
@@ -112,7 +112,7 @@ class EventProducer:
         await self.send_many([(topic, key, value, headers or [])])
 
     async def send_many(
-        self, records: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]]
+        self, records: Sequence[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]]
     ) -> None:
         """Send records and wait until all are acknowledged (order kept per topic/key)."""
         from aiokafka.errors import KafkaError
@@ -121,7 +121,8 @@ class EventProducer:
         while True:
             try:
                 futures = [
-                    await self._producer.send(t, value=v, key=k, headers=h) for t, k, v, h in records
+                    await self._producer.send(t, value=v, key=k, headers=h)
+                    for t, k, v, h in records
                 ]
                 await asyncio.gather(*futures)
                 return

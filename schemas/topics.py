@@ -42,7 +42,9 @@ MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
 _BIG = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
 
 SPECS: Final[tuple[TopicSpec, ...]] = (
-    TopicSpec("scrape.requests", Key.SITE, "ScrapeRequest", 6, "jobs with tier auto (router input)"),
+    TopicSpec(
+        "scrape.requests", Key.SITE, "ScrapeRequest", 6, "jobs with tier auto (router input)"
+    ),
     TopicSpec("scrape.http", Key.SITE, "ScrapeRequest", 6, "jobs for the http tier"),
     TopicSpec("scrape.browser", Key.SITE, "ScrapeRequest", 6, "jobs for the browser tier"),
     TopicSpec("scrape.stealth", Key.SITE, "ScrapeRequest", 3, "jobs for the stealth tier"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import secrets
@@ -17,7 +18,9 @@ log = logging.getLogger(__name__)
 
 async def ensure_topics(kafka: KafkaConfig, replication: int = 1) -> list[str]:
     """Create every topic of schemas.topics that is missing; return the names created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap, client_id=f"{kafka.client_id}-admin")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=kafka.bootstrap, client_id=f"{kafka.client_id}-admin"
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -27,17 +30,17 @@ async def ensure_topics(kafka: KafkaConfig, replication: int = 1) -> list[str]:
             if name not in existing
         ]
         if wanted:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another process was first
                 await admin.create_topics(wanted)
-            except TopicAlreadyExistsError:
-                pass  # created concurrently by another process
         return [t.name for t in wanted]
     finally:
         await admin.close()
 
 
 async def list_topics(kafka: KafkaConfig) -> dict[str, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap, client_id=f"{kafka.client_id}-admin")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=kafka.bootstrap, client_id=f"{kafka.client_id}-admin"
+    )
     await admin.start()
     try:
         names = [name for name, _ in kafka.topics.all()]

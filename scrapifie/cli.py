@@ -81,7 +81,9 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
     _metrics(settings, settings.worker_metrics_port)
     datadir = settings.data_dir / "faust"
-    app = build_app(args.tier, settings.kafka, settings.fetch, settings.worker, REGISTRY, str(datadir))
+    app = build_app(
+        args.tier, settings.kafka, settings.fetch, settings.worker, REGISTRY, str(datadir)
+    )
     worker = Worker(app, loglevel=settings.log_level.lower(), override_logging=False, quiet=True)
     worker.execute_from_commandline()  # returns via SystemExit on SIGTERM / SIGINT
     return 0
@@ -106,8 +108,15 @@ def _sink(settings: Settings, _args: argparse.Namespace) -> int:
 
     async def main(stop: asyncio.Event) -> None:
         await _retry(lambda: migrate(settings.dsn()), "migrate", stop)
-        await run_sinks(settings.kafka, settings.sink, settings.storage, settings.dsn(),
-                        settings.data_dir, REGISTRY, stop)
+        await run_sinks(
+            settings.kafka,
+            settings.sink,
+            settings.storage,
+            settings.dsn(),
+            settings.data_dir,
+            REGISTRY,
+            stop,
+        )
 
     _run_until_signal(main)
     return 0
@@ -122,8 +131,13 @@ def _gateway(settings: Settings, _args: argparse.Namespace) -> int:
     store = open_store(settings.storage, settings.data_dir)
     gateway = Gateway(settings.gateway, settings.kafka, settings.dsn(), store, REGISTRY)
     log.info("gateway listening on http://%s:%d", settings.gateway.host, settings.gateway.port)
-    web.run_app(gateway.app(), host=settings.gateway.host, port=settings.gateway.port,
-                print=None, access_log=None)
+    web.run_app(
+        gateway.app(),
+        host=settings.gateway.host,
+        port=settings.gateway.port,
+        print=None,
+        access_log=None,
+    )
     return 0
 
 
@@ -183,7 +197,9 @@ def api_key(settings: Settings) -> str:
     path = settings.data_dir / "api_key"
     if path.exists():
         return path.read_text().strip()
-    raise SystemExit("no API key: set SCRAPIFIE_API_KEY or run `scrapifie up` (writes .data/api_key)")
+    raise SystemExit(
+        "no API key: set SCRAPIFIE_API_KEY or run `scrapifie up` (writes .data/api_key)"
+    )
 
 
 def _scrape(settings: Settings, args: argparse.Namespace) -> int:
@@ -193,21 +209,27 @@ def _scrape(settings: Settings, args: argparse.Namespace) -> int:
     body: dict[str, object] = {"url": args.url}
     if args.tier:
         body["tier"] = args.tier
-    with httpx.Client(base_url=settings.gateway_url, headers=headers, timeout=args.wait + 10,
-                      trust_env=False) as client:
+    with httpx.Client(
+        base_url=settings.gateway_url, headers=headers, timeout=args.wait + 10, trust_env=False
+    ) as client:
         resp = client.post("/v1/jobs", params={"wait": args.wait}, json=body)
         if resp.status_code >= 400:
             print(resp.text, file=sys.stderr)
             return 2
         job = resp.json()
         if resp.status_code == 202:
-            print(f"job {job['job_id']} still {job['status']} after {args.wait:g}s", file=sys.stderr)
+            print(
+                f"job {job['job_id']} still {job['status']} after {args.wait:g}s", file=sys.stderr
+            )
             return 3
         if args.meta or job["status"] != "succeeded":
             print(json.dumps(job, indent=2))
             return 0 if job["status"] == "succeeded" else 1
-        print(f"# {job['http_status']} {job['final_url']} ({job['content_bytes']} bytes, "
-              f"tier {job['tier']}, job {job['job_id']})", file=sys.stderr)
+        print(
+            f"# {job['http_status']} {job['final_url']} ({job['content_bytes']} bytes, "
+            f"tier {job['tier']}, job {job['job_id']})",
+            file=sys.stderr,
+        )
         content = client.get(f"/v1/jobs/{job['job_id']}/content")
         sys.stdout.write(content.text)
     return 0

@@ -19,7 +19,9 @@ class LocalKafkaConfig(KafkaConfig):
     """Kafka settings plus the ports of the broker `scrapifie up` starts when none is given."""
 
     local_port: int = Field(9092, description="Broker port of the local broker.")
-    local_controller_port: int = Field(9093, description="KRaft controller port of the local broker.")
+    local_controller_port: int = Field(
+        9093, description="KRaft controller port of the local broker."
+    )
 
 
 class Settings(BaseSettings):
@@ -27,9 +29,15 @@ class Settings(BaseSettings):
         env_prefix="SCRAPIFIE_", env_nested_delimiter="__", frozen=True, extra="ignore"
     )
 
-    data_dir: Path = Field(Path(".data"), description="Local state: broker, database, objects, logs.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
-    log_format: Literal["json", "text"] = Field("json", description="Structured JSON or plain text logs.")
+    data_dir: Path = Field(
+        Path(".data"), description="Local state: broker, database, objects, logs."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level."
+    )
+    log_format: Literal["json", "text"] = Field(
+        "json", description="Structured JSON or plain text logs."
+    )
     metrics_host: str = Field("127.0.0.1", description="Bind address of every /metrics endpoint.")
     worker_metrics_port: int = Field(9310, description="Metrics port of a worker (0: none).")
     sink_metrics_port: int = Field(9311, description="Metrics port of the sinks (0: none).")
@@ -39,13 +47,13 @@ class Settings(BaseSettings):
     )
     gateway_url: str = Field("http://127.0.0.1:8080", description="Gateway the CLI talks to.")
 
-    kafka: LocalKafkaConfig = Field(default_factory=LocalKafkaConfig)  # type: ignore[arg-type]
-    fetch: FetchConfig = Field(default_factory=FetchConfig)  # type: ignore[arg-type]
-    worker: WorkerConfig = Field(default_factory=WorkerConfig)  # type: ignore[arg-type]
-    postgres: PostgresConfig = Field(default_factory=PostgresConfig)  # type: ignore[arg-type]
-    storage: StorageConfig = Field(default_factory=StorageConfig)  # type: ignore[arg-type]
-    sink: SinkConfig = Field(default_factory=SinkConfig)  # type: ignore[arg-type]
-    gateway: GatewayConfig = Field(default_factory=GatewayConfig)  # type: ignore[arg-type]
+    kafka: LocalKafkaConfig = Field(default_factory=LocalKafkaConfig)
+    fetch: FetchConfig = Field(default_factory=FetchConfig)
+    worker: WorkerConfig = Field(default_factory=WorkerConfig)
+    postgres: PostgresConfig = Field(default_factory=PostgresConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    sink: SinkConfig = Field(default_factory=SinkConfig)
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
 
     def dsn(self) -> str:
         """The PostgreSQL DSN: the external one if set, else the local server's."""

@@ -37,7 +37,9 @@ def run_stack(settings: Settings, repo_root: Path, workers: int) -> int:
         log_file=data / "logs" / "kafka.log",
     )
     postgres = LocalPostgres(
-        data_dir=data / "postgres", port=settings.postgres.port, log_file=data / "logs" / "postgres.log"
+        data_dir=data / "postgres",
+        port=settings.postgres.port,
+        log_file=data / "logs" / "postgres.log",
     )
     children: list[subprocess.Popen[bytes]] = []
     stopping = False
@@ -60,11 +62,17 @@ def run_stack(settings: Settings, repo_root: Path, workers: int) -> int:
         for i, cmd in enumerate(commands):
             child_env = dict(env)
             if cmd[0] == "worker" and i > 0:
-                child_env["SCRAPIFIE_WORKER_METRICS_PORT"] = str(settings.worker_metrics_port + 10 + i)
-            children.append(subprocess.Popen([sys.executable, "-m", "scrapifie", *cmd], env=child_env))
+                child_env["SCRAPIFIE_WORKER_METRICS_PORT"] = str(
+                    settings.worker_metrics_port + 10 + i
+                )
+            children.append(
+                subprocess.Popen([sys.executable, "-m", "scrapifie", *cmd], env=child_env)
+            )
         log.info(
             "ready: gateway http://%s:%d  (API key in %s)",
-            settings.gateway.host, settings.gateway.port, data / "api_key",
+            settings.gateway.host,
+            settings.gateway.port,
+            data / "api_key",
         )
         while not stopping:
             for child in children:

@@ -14,7 +14,9 @@ class FetchConfig(BaseModel):
         "Scrapifie/0.1 (+https://scrapifie.dev/bot)",
         description="User-Agent sent on every request; names the product and a contact URL.",
     )
-    timeout_s: float = Field(30.0, gt=0, description="Overall deadline of one fetch: headers and body.")
+    timeout_s: float = Field(
+        30.0, gt=0, description="Overall deadline of one fetch: headers and body."
+    )
     connect_timeout_s: float = Field(10.0, gt=0, description="TCP+TLS connect deadline.")
     max_body_bytes: int = Field(
         5 * 1024 * 1024, gt=0, description="Largest decoded body kept; larger fails too_large."

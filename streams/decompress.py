@@ -24,7 +24,9 @@ class _Zlib:
     def __init__(self, encoding: str) -> None:
         self._encoding = encoding
         # gzip: wbits 16+MAX; deflate: zlib-wrapped, with a raw-deflate fallback for old servers.
-        self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS if "gzip" in encoding else zlib.MAX_WBITS)
+        self._obj = zlib.decompressobj(
+            16 + zlib.MAX_WBITS if "gzip" in encoding else zlib.MAX_WBITS
+        )
         self._started = False
 
     def feed(self, data: bytes, max_out: int) -> bytes:
@@ -35,7 +37,9 @@ class _Zlib:
                 self._obj = zlib.decompressobj(-zlib.MAX_WBITS)
                 self._started = True
                 return self.feed(data, max_out)
-            raise FatalError(ErrorCode.DECODE_ERROR, f"corrupt {self._encoding} body: {exc}") from exc
+            raise FatalError(
+                ErrorCode.DECODE_ERROR, f"corrupt {self._encoding} body: {exc}"
+            ) from exc
         self._started = True
         # Output is capped at max_out + 1 bytes, so "more than allowed" shows as len > max_out.
         return out

@@ -15,7 +15,9 @@ class FetchError(Exception):
 
     retriable = False
 
-    def __init__(self, code: ErrorCode, message: str, *, retry_after_s: float | None = None) -> None:
+    def __init__(
+        self, code: ErrorCode, message: str, *, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message

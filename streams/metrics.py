@@ -21,14 +21,23 @@ class StreamMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )
         self.fetched_bytes = Counter(
-            "scrapifie_fetched_bytes_total", "Decoded body bytes fetched.", ["tier"], registry=registry
+            "scrapifie_fetched_bytes_total",
+            "Decoded body bytes fetched.",
+            ["tier"],
+            registry=registry,
         )
         self.in_flight = Gauge(
             "scrapifie_fetches_in_flight", "Fetches running now.", ["tier"], registry=registry
         )
         self.dlq = Counter(
-            "scrapifie_dlq_total", "Records sent to the DLQ.", ["topic", "reason"], registry=registry
+            "scrapifie_dlq_total",
+            "Records sent to the DLQ.",
+            ["topic", "reason"],
+            registry=registry,
         )
         self.results = Counter(
-            "scrapifie_results_total", "Final results emitted.", ["tier", "status"], registry=registry
+            "scrapifie_results_total",
+            "Final results emitted.",
+            ["tier", "status"],
+            registry=registry,
         )

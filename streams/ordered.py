@@ -58,7 +58,9 @@ class OrderedAcks(Generic[T]):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, partition: Hashable, slot: _Slot[T], work: Coroutine[Any, Any, None]) -> None:
+    async def _run(
+        self, partition: Hashable, slot: _Slot[T], work: Coroutine[Any, Any, None]
+    ) -> None:
         try:
             await work
         except asyncio.CancelledError:

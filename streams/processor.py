@@ -18,12 +18,12 @@ from typing import Any
 from schemas import Codec, DecodeError, ErrorCode, TopicSet, derived_id
 from schemas import headers as hdr
 from schemas.kafka import EventProducer
+from schemas.urls import InvalidURL, validate_url
 from streams.config import FetchConfig, WorkerConfig
 from streams.errors import FetchError
 from streams.fetchers.base import Fetcher, FetchRequest, FetchResponse
 from streams.metrics import StreamMetrics
 from streams.outcome import Kind, Outcome, classify_error, classify_response
-from schemas.urls import InvalidURL, validate_url
 
 log = logging.getLogger(__name__)
 

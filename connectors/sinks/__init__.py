@@ -35,10 +35,22 @@ async def run_sinks(
     try:
         async with EventProducer(kafka, "sink") as producer:
             runners = [
-                SinkRunner(ResultsSink(kafka.topics, results_db, store), kafka, config, producer,
-                           default_codec(), metrics),
-                SinkRunner(LedgerSink(kafka.topics, ledger_db), kafka, config, producer,
-                           default_codec(), metrics),
+                SinkRunner(
+                    ResultsSink(kafka.topics, results_db, store),
+                    kafka,
+                    config,
+                    producer,
+                    default_codec(),
+                    metrics,
+                ),
+                SinkRunner(
+                    LedgerSink(kafka.topics, ledger_db),
+                    kafka,
+                    config,
+                    producer,
+                    default_codec(),
+                    metrics,
+                ),
             ]
             await asyncio.gather(*(r.run(stop) for r in runners))
     finally:

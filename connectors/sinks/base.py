@@ -49,7 +49,7 @@ class Decoded:
     offset: int
     kind: str  # Avro record name
     value: dict[str, Any]
-    raw: ConsumerRecord  # type: ignore[type-arg]
+    raw: ConsumerRecord
 
 
 class SinkHandler(Protocol):
@@ -74,9 +74,14 @@ class SinkMetrics:
             "scrapifie_sink_records_total", "Records written.", ["sink", "topic"], registry=registry
         )
         self.failures = Counter(
-            "scrapifie_sink_write_failures_total", "Failed batch writes.", ["sink"], registry=registry
+            "scrapifie_sink_write_failures_total",
+            "Failed batch writes.",
+            ["sink"],
+            registry=registry,
         )
-        self.dlq = Counter("scrapifie_sink_dlq_total", "Records to the DLQ.", ["sink"], registry=registry)
+        self.dlq = Counter(
+            "scrapifie_sink_dlq_total", "Records to the DLQ.", ["sink"], registry=registry
+        )
         self.batch_seconds = Histogram(
             "scrapifie_sink_batch_seconds", "Write time of one batch.", ["sink"], registry=registry
         )
@@ -106,7 +111,9 @@ class SinkRunner:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
-        await _retry_forever(self._consumer.start, "start consumer", self._config.max_backoff_s, stop)
+        await _retry_forever(
+            self._consumer.start, "start consumer", self._config.max_backoff_s, stop
+        )
         try:
             while not stop.is_set():
                 batches = await self._consumer.getmany(
@@ -120,7 +127,7 @@ class SinkRunner:
 
     async def _process(
         self,
-        batches: dict[TopicPartition, list[ConsumerRecord]],  # type: ignore[type-arg]
+        batches: dict[TopicPartition, list[ConsumerRecord]],
         stop: asyncio.Event,
     ) -> None:
         good: list[Decoded] = []
@@ -159,7 +166,10 @@ class SinkRunner:
                 self._metrics.failures.labels(self._handler.name).inc()
                 log.warning(
                     "sink %s: backend unavailable (%s); retrying %d records in %.1fs",
-                    self._handler.name, exc, len(batch), delay,
+                    self._handler.name,
+                    exc,
+                    len(batch),
+                    delay,
                 )
                 if stop.is_set():
                     raise
@@ -168,9 +178,13 @@ class SinkRunner:
                 continue
             except psycopg.Error as exc:
                 if len(batch) == 1:
-                    await self._to_dlq(batch[0].raw, "sink_rejected", f"{type(exc).__name__}: {exc}")
+                    await self._to_dlq(
+                        batch[0].raw, "sink_rejected", f"{type(exc).__name__}: {exc}"
+                    )
                     return
-                log.warning("sink %s: batch rejected (%s); writing one by one", self._handler.name, exc)
+                log.warning(
+                    "sink %s: batch rejected (%s); writing one by one", self._handler.name, exc
+                )
                 for item in batch:
                     await self._write([item], stop)
                 return
@@ -178,7 +192,7 @@ class SinkRunner:
                 self._metrics.records.labels(self._handler.name, d.topic).inc()
             return
 
-    async def _to_dlq(self, m: ConsumerRecord, reason: str, detail: str) -> None:  # type: ignore[type-arg]
+    async def _to_dlq(self, m: ConsumerRecord, reason: str, detail: str) -> None:
         headers = [
             *list(m.headers or ()),
             *hdr.make(
@@ -191,9 +205,18 @@ class SinkRunner:
                 }
             ),
         ]
-        await self._producer.send(self._kafka.topics.dlq, m.value or b"", key=m.key, headers=headers)
+        await self._producer.send(
+            self._kafka.topics.dlq, m.value or b"", key=m.key, headers=headers
+        )
         self._metrics.dlq.labels(self._handler.name).inc()
-        log.warning("sink %s: %s[%d]@%d to DLQ: %s", self._handler.name, m.topic, m.partition, m.offset, reason)
+        log.warning(
+            "sink %s: %s[%d]@%d to DLQ: %s",
+            self._handler.name,
+            m.topic,
+            m.partition,
+            m.offset,
+            reason,
+        )
 
 
 async def _retry_forever(fn: Any, what: str, max_backoff_s: float, stop: asyncio.Event) -> None:

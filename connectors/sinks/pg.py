@@ -76,7 +76,8 @@ class PgWriter:
         conn = await self._connection()
         try:
             cur = await conn.execute(
-                "SELECT job_id FROM jobs WHERE job_id = ANY(%s) AND status IN ('succeeded', 'failed')",
+                "SELECT job_id FROM jobs"
+                " WHERE job_id = ANY(%s) AND status IN ('succeeded', 'failed')",
                 (list(job_ids),),
             )
             rows = await cur.fetchall()
@@ -86,7 +87,9 @@ class PgWriter:
             raise
         return {r[0] for r in rows}
 
-    async def execute_many(self, statements: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> None:
+    async def execute_many(
+        self, statements: Sequence[tuple[str, Sequence[dict[str, Any]]]]
+    ) -> None:
         """Run every (sql, rows) pair in one transaction."""
         conn = await self._connection()
         try:

@@ -20,7 +20,9 @@ from schemas import TopicSet, content_object_key
 class ResultsSink:
     name = "results"
 
-    def __init__(self, topics: TopicSet, db: PgWriter, store: ObjectStore, concurrency: int = 16) -> None:
+    def __init__(
+        self, topics: TopicSet, db: PgWriter, store: ObjectStore, concurrency: int = 16
+    ) -> None:
         self._topics = topics
         self._db = db
         self._store = store

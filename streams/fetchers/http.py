@@ -31,7 +31,9 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 class HttpFetcher:
     """httpx-based fetcher. ``transport`` may be injected (tests use httpx.MockTransport)."""
 
-    def __init__(self, config: FetchConfig, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self, config: FetchConfig, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
         self._config = config
         limits = httpx.Limits(
             max_connections=config.max_connections,
@@ -61,7 +63,9 @@ class HttpFetcher:
             async with asyncio.timeout(timeout_s):
                 return await self._fetch(request)
         except TimeoutError as exc:
-            raise TransientError(ErrorCode.TIMEOUT, f"no complete response within {timeout_s:g}s") from exc
+            raise TransientError(
+                ErrorCode.TIMEOUT, f"no complete response within {timeout_s:g}s"
+            ) from exc
         except FetchError:
             raise
         except httpx.ConnectTimeout as exc:

@@ -70,8 +70,11 @@ class S3Endpoint:
         import boto3
 
         return boto3.client(
-            "s3", endpoint_url=self.url, region_name="us-east-1",
-            aws_access_key_id=self.key_id, aws_secret_access_key=self.secret,
+            "s3",
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id=self.key_id,
+            aws_secret_access_key=self.secret,
         )
 
 
@@ -106,7 +109,10 @@ class Stack:
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the process
         proc = subprocess.Popen(
-            [sys.executable, "-m", "scrapifie", *args], env=self.env, stdout=log, stderr=log,
+            [sys.executable, "-m", "scrapifie", *args],
+            env=self.env,
+            stdout=log,
+            stderr=log,
             cwd=REPO,
         )
         log.close()
@@ -132,14 +138,19 @@ class Stack:
 
     def client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
-            base_url=self.gateway, headers={"Authorization": f"Bearer {self.api_key}"},
-            trust_env=False, timeout=30,
+            base_url=self.gateway,
+            headers={"Authorization": f"Bearer {self.api_key}"},
+            trust_env=False,
+            timeout=30,
         )
 
 
 @pytest.fixture(scope="session")
 def stack(
-    kafka: LocalKafka, postgres: LocalPostgres, s3: S3Endpoint, target: TargetSite,
+    kafka: LocalKafka,
+    postgres: LocalPostgres,
+    s3: S3Endpoint,
+    target: TargetSite,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
     prefix = f"t{uuid.uuid4().hex[:8]}."

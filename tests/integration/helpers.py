@@ -12,7 +12,9 @@ from psycopg.rows import dict_row
 FINAL = ("succeeded", "failed")
 
 
-async def wait_final(dsn: str, job_ids: list[str], timeout_s: float = 120) -> dict[str, dict[str, Any]]:
+async def wait_final(
+    dsn: str, job_ids: list[str], timeout_s: float = 120
+) -> dict[str, dict[str, Any]]:
     """Poll PostgreSQL until every job has a final status; return their rows by job_id."""
     deadline = time.monotonic() + timeout_s
     rows: dict[str, dict[str, Any]] = {}
@@ -25,5 +27,7 @@ async def wait_final(dsn: str, job_ids: list[str], timeout_s: float = 120) -> di
                 return rows
             if time.monotonic() > deadline:
                 pending = [j for j in job_ids if rows.get(j, {}).get("status") not in FINAL]
-                raise AssertionError(f"{len(pending)} jobs not final after {timeout_s}s: {pending[:5]}")
+                raise AssertionError(
+                    f"{len(pending)} jobs not final after {timeout_s}s: {pending[:5]}"
+                )
             await asyncio.sleep(0.25)

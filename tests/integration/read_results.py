@@ -20,8 +20,12 @@ from schemas import Codec, TopicSet
 async def main(bootstrap: str, prefix: str, expected: int, timeout_s: float) -> None:
     codec = Codec()
     consumer = AIOKafkaConsumer(
-        TopicSet(prefix).results, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-        enable_auto_commit=False, group_id=None, max_partition_fetch_bytes=17 * 1024 * 1024,
+        TopicSet(prefix).results,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        max_partition_fetch_bytes=17 * 1024 * 1024,
     )
     await consumer.start()
     seen = 0
@@ -32,8 +36,16 @@ async def main(bootstrap: str, prefix: str, expected: int, timeout_s: float) -> 
             for msgs in batches.values():
                 for m in msgs:
                     _name, r = codec.decode(m.value, expect="ScrapeResult")
-                    print(json.dumps({"job_id": r["job_id"], "status": r["status"],
-                                      "content_sha256": r["content_sha256"]}), flush=True)
+                    print(
+                        json.dumps(
+                            {
+                                "job_id": r["job_id"],
+                                "status": r["status"],
+                                "content_sha256": r["content_sha256"],
+                            }
+                        ),
+                        flush=True,
+                    )
                     seen += 1
     finally:
         await consumer.stop()

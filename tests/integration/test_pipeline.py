@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from schemas import Codec, content_object_key, site_key
 from schemas import headers as hdr
-from tests.integration.conftest import Stack
+from tests.integration.conftest import REPO, Stack
 from tests.integration.helpers import wait_final
 from tests.integration.targets import TargetSite, page
 
@@ -30,8 +30,11 @@ async def test_200_jobs_through_the_gateway(stack: Stack, target: TargetSite) ->
 
         async def submit(i: int) -> str:
             async with sem:
-                resp = await client.post("/v1/jobs", json={"url": f"{target.base}/page/{i}"},
-                                         headers={"X-Request-ID": f"trace-{i}"})
+                resp = await client.post(
+                    "/v1/jobs",
+                    json={"url": f"{target.base}/page/{i}"},
+                    headers={"X-Request-ID": f"trace-{i}"},
+                )
             assert resp.status_code == 202, resp.text
             body = resp.json()
             assert body["status"] == "queued" and body["trace_id"] == f"trace-{i}"
@@ -46,9 +49,7 @@ async def test_200_jobs_through_the_gateway(stack: Stack, target: TargetSite) ->
             "SELECT count(*), count(DISTINCT job_id) FROM jobs WHERE job_id = ANY(%s)", (job_ids,)
         )
         assert await cur.fetchone() == (n, n)
-        cur = await conn.execute(
-            "SELECT count(*) FROM attempts WHERE job_id = ANY(%s)", (job_ids,)
-        )
+        cur = await conn.execute("SELECT count(*) FROM attempts WHERE job_id = ANY(%s)", (job_ids,))
         assert await cur.fetchone() == (n,)
 
     s3 = stack.s3.client()
@@ -67,10 +68,21 @@ async def test_200_jobs_through_the_gateway(stack: Stack, target: TargetSite) ->
 
     # A downstream consumer that imports only `schemas` reads every result from the topic.
     reader = Path(__file__).with_name("read_results.py")
-    proc = subprocess.run(
-        [sys.executable, str(reader), stack.kafka.bootstrap, stack.kafka.topic_prefix, "100000", "8"],
-        capture_output=True, text=True, timeout=60, check=True,
-        env={**stack.env, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            str(reader),
+            stack.kafka.bootstrap,
+            stack.kafka.topic_prefix,
+            "100000",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={**stack.env, "PYTHONPATH": str(REPO)},
     )
     seen = {json.loads(line)["job_id"] for line in proc.stdout.splitlines()}
     assert set(job_ids) <= seen
@@ -78,7 +90,9 @@ async def test_200_jobs_through_the_gateway(stack: Stack, target: TargetSite) ->
 
 async def test_gateway_wait_and_content(stack: Stack, target: TargetSite) -> None:
     async with stack.client() as client:
-        resp = await client.post("/v1/jobs", params={"wait": 20}, json={"url": f"{target.base}/redirect"})
+        resp = await client.post(
+            "/v1/jobs", params={"wait": 20}, json={"url": f"{target.base}/redirect"}
+        )
         assert resp.status_code == 200, resp.text
         job = resp.json()
         assert job["status"] == "succeeded"
@@ -87,9 +101,15 @@ async def test_gateway_wait_and_content(stack: Stack, target: TargetSite) -> Non
         assert content.status_code == 200 and content.content == page(0)
         assert content.headers["content-type"].startswith("text/html")
 
-        resp = await client.post("/v1/jobs", params={"wait": 20}, json={"url": f"{target.base}/missing"})
+        resp = await client.post(
+            "/v1/jobs", params={"wait": 20}, json={"url": f"{target.base}/missing"}
+        )
         job = resp.json()
-        assert (job["status"], job["error_code"], job["http_status"]) == ("failed", "http_error", 404)
+        assert (job["status"], job["error_code"], job["http_status"]) == (
+            "failed",
+            "http_error",
+            404,
+        )
 
 
 async def test_gateway_rejects_bad_input_clearly(stack: Stack) -> None:
@@ -112,8 +132,11 @@ async def test_gateway_rejects_bad_input_clearly(stack: Stack) -> None:
         assert resp.status_code == 413
         resp = await client.get(f"/v1/jobs/{uuid.uuid4()}")
         assert resp.status_code == 404
-        resp = await client.post("/v1/jobs", json={"url": "http://example.com/"},
-                                 headers={"Authorization": "Bearer wrong"})
+        resp = await client.post(
+            "/v1/jobs",
+            json={"url": "http://example.com/"},
+            headers={"Authorization": "Bearer wrong"},
+        )
         assert resp.status_code == 401
         resp = await client.get("/openapi.json")
         assert resp.status_code == 200 and "/v1/jobs" in resp.json()["paths"]
@@ -142,9 +165,16 @@ async def test_malformed_record_goes_to_dlq_and_next_is_processed(
     url = f"{target.base}/page/3"
     key = site_key(url).encode()  # same partition as the good job that follows
     job_id = str(uuid.uuid4())
-    good = Codec().encode("ScrapeRequest", {
-        "job_id": job_id, "tenant": "acme", "url": url, "created_at": 0, "options": {},
-    })
+    good = Codec().encode(
+        "ScrapeRequest",
+        {
+            "job_id": job_id,
+            "tenant": "acme",
+            "url": url,
+            "created_at": 0,
+            "options": {},
+        },
+    )
     bad = b"\x00\x01garbage that is not avro"
     async with AIOKafkaProducer(bootstrap_servers=stack.kafka.bootstrap) as producer:
         bad_meta = await producer.send_and_wait(topic, bad, key=key, headers=[("origin", b"test")])
@@ -153,8 +183,10 @@ async def test_malformed_record_goes_to_dlq_and_next_is_processed(
     assert rows[job_id]["status"] == "succeeded"
 
     consumer = AIOKafkaConsumer(
-        stack.kafka.topics.dlq, bootstrap_servers=stack.kafka.bootstrap,
-        auto_offset_reset="earliest", group_id=None,
+        stack.kafka.topics.dlq,
+        bootstrap_servers=stack.kafka.bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
     )
     await consumer.start()
     try:
