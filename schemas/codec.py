@@ -43,8 +43,10 @@ def _load(name: str) -> _Schema:
     text = resources.files("schemas").joinpath("avro", f"{name}.avsc").read_text("utf-8")
     parsed = parse_schema(json.loads(text))
     canonical = to_parsing_canonical_form(parsed)
-    fp_int = int(fingerprint(canonical, "CRC-64-AVRO"), 16)
-    return _Schema(name=name, parsed=parsed, fingerprint=struct.pack("<Q", fp_int))
+    # fastavro returns the CRC-64-AVRO fingerprint already as little-endian hex: wire order.
+    return _Schema(
+        name=name, parsed=parsed, fingerprint=bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
+    )
 
 
 class Codec:
@@ -104,7 +106,7 @@ class Codec:
         publish is the same job); ``tenant`` defaults to ``"default"``; ``created_at`` may be
         epoch milliseconds or absent (then 0 → the processor treats it as "now").
         """
-        if data[:1] == b"{":
+        if data.lstrip()[:1] in (b"{", b"["):
             return self._request_from_json(data)
         return self.decode(data, expect="ScrapeRequest")[1]
 

@@ -1,7 +1,8 @@
 """Bounded content decoding: never produce more than ``limit`` bytes, whatever the input.
 
 httpx decodes without bound (PITFALLS: 32 KB of zstd became 1 GiB), so the http tier reads raw
-bytes and decodes here, checking the size before and after decoding.
+bytes and decodes here, checking the size while decoding. One coding is supported per response
+(gzip, deflate, or identity); stacked codings are refused rather than half-decoded.
 """
 
 from __future__ import annotations
@@ -20,56 +21,92 @@ class TooLarge(FatalError):
         super().__init__(ErrorCode.TOO_LARGE, f"body exceeds the {limit}-byte limit")
 
 
-class _Zlib:
+def _corrupt(encoding: str, detail: str) -> FatalError:
+    return FatalError(ErrorCode.DECODE_ERROR, f"corrupt {encoding} body: {detail}")
+
+
+class _Inflater:
+    """gzip (multi-member) or deflate (zlib-wrapped, or raw as some servers send it)."""
+
     def __init__(self, encoding: str) -> None:
         self._encoding = encoding
-        # gzip: wbits 16+MAX; deflate: zlib-wrapped, with a raw-deflate fallback for old servers.
-        self._obj = zlib.decompressobj(
-            16 + zlib.MAX_WBITS if "gzip" in encoding else zlib.MAX_WBITS
+        self._gzip = "gzip" in encoding
+        self._obj: zlib._Decompress | None = (
+            zlib.decompressobj(16 + zlib.MAX_WBITS) if self._gzip else None
         )
-        self._started = False
+        self._head = b""  # deflate: bytes kept until the zlib header can be recognised
+
+    def _new(self) -> zlib._Decompress:
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
 
     def feed(self, data: bytes, max_out: int) -> bytes:
-        try:
-            out = self._obj.decompress(data, max_out + 1)
-        except zlib.error as exc:
-            if self._encoding == "deflate" and not self._started:
-                self._obj = zlib.decompressobj(-zlib.MAX_WBITS)
-                self._started = True
-                return self.feed(data, max_out)
-            raise FatalError(
-                ErrorCode.DECODE_ERROR, f"corrupt {self._encoding} body: {exc}"
-            ) from exc
-        self._started = True
-        # Output is capped at max_out + 1 bytes, so "more than allowed" shows as len > max_out.
-        return out
+        if self._obj is None:
+            self._head += data
+            if len(self._head) < 2:
+                return b""
+            cmf, flg = self._head[0], self._head[1]
+            wrapped = cmf & 0x0F == 8 and (cmf << 8 | flg) % 31 == 0
+            self._obj = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+            data, self._head = self._head, b""
+        out = bytearray()
+        while data:
+            try:
+                out += self._obj.decompress(data, max_out - len(out) + 1)
+            except zlib.error as exc:
+                raise _corrupt(self._encoding, str(exc)) from exc
+            if len(out) > max_out:
+                return bytes(out)  # the caller sees more than allowed and stops
+            data = self._obj.unconsumed_tail
+            if self._obj.eof:
+                rest = self._obj.unused_data
+                if not (self._gzip and rest.strip(b"\0")):
+                    break
+                self._obj = self._new()  # next gzip member
+                data = rest
+        return bytes(out)
+
+    def finish(self) -> None:
+        if self._obj is None:
+            if self._head:
+                raise _corrupt(self._encoding, "body too short")
+            return
+        if not self._obj.eof:
+            raise _corrupt(self._encoding, "body ends before the compressed stream does")
 
 
 class BoundedDecoder:
-    """Decodes a chain of Content-Encodings (applied in order) into at most ``limit`` bytes."""
+    """Decodes one Content-Encoding into at most ``limit`` bytes; ``finish()`` checks the end."""
 
     def __init__(self, encodings: Sequence[str], limit: int) -> None:
         chain = [e.strip().lower() for e in encodings if e.strip()]
+        chain = [e for e in chain if e != "identity"]
         unsupported = [e for e in chain if e not in SUPPORTED]
         if unsupported:
             raise FatalError(
                 ErrorCode.DECODE_ERROR, f"unsupported content-encoding {', '.join(unsupported)}"
             )
-        # Decode in reverse order of application; identity is a no-op.
-        self._decoders = [_Zlib(e) for e in reversed(chain) if e != "identity"]
+        if len(chain) > 1:
+            raise FatalError(
+                ErrorCode.DECODE_ERROR,
+                f"stacked content-encodings not supported: {', '.join(chain)}",
+            )
+        self._inflater = _Inflater(chain[0]) if chain else None
         self._limit = limit
         self._out = bytearray()
         self.raw_bytes = 0
 
     def feed(self, chunk: bytes) -> None:
         self.raw_bytes += len(chunk)
-        data = chunk
         remaining = self._limit - len(self._out)
-        for dec in self._decoders:
-            data = dec.feed(data, remaining)
+        data = self._inflater.feed(chunk, remaining) if self._inflater else chunk
         if len(data) > remaining:
             raise TooLarge(self._limit)
         self._out += data
+
+    def finish(self) -> None:
+        """Raise DECODE_ERROR if the body ended inside a compressed stream (truncated)."""
+        if self._inflater is not None:
+            self._inflater.finish()
 
     def result(self) -> bytes:
         return bytes(self._out)

@@ -148,7 +148,9 @@ class TierProcessor:
         body = resp.body if resp is not None and outcome.ok else None
         now = datetime.now(UTC)
         return {
-            "event_id": derived_id(job["job_id"], "result", self.tier, str(job["attempt"])),
+            "event_id": derived_id(
+                job["tenant"], job["job_id"], "result", self.tier, str(job["attempt"])
+            ),
             "job_id": job["job_id"],
             "tenant": job["tenant"],
             "url": job["url"],
@@ -176,7 +178,9 @@ class TierProcessor:
         self, job: dict[str, Any], outcome: Outcome, resp: FetchResponse | None, elapsed: float
     ) -> dict[str, Any]:
         return {
-            "event_id": derived_id(job["job_id"], "metering", self.tier, str(job["attempt"])),
+            "event_id": derived_id(
+                job["tenant"], job["job_id"], "metering", self.tier, str(job["attempt"])
+            ),
             "job_id": job["job_id"],
             "tenant": job["tenant"],
             "tier": self.tier,

@@ -7,9 +7,10 @@ CREATE TABLE tenants (
     created_at      timestamptz NOT NULL DEFAULT now()
 );
 
+-- Job ids are chosen by submitters (idempotency keys), so they are unique per tenant only.
 CREATE TABLE jobs (
-    job_id          text PRIMARY KEY,
     tenant_id       text NOT NULL,
+    job_id          text NOT NULL,
     url             text NOT NULL,
     status          text NOT NULL CHECK (status IN ('queued', 'running', 'succeeded', 'failed')),
     requested_tier  text,
@@ -27,7 +28,8 @@ CREATE TABLE jobs (
     trace_id        text,
     created_at      timestamptz NOT NULL,
     finished_at     timestamptz,
-    updated_at      timestamptz NOT NULL DEFAULT now()
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, job_id)
 );
 CREATE INDEX jobs_tenant_created ON jobs (tenant_id, created_at DESC);
 CREATE INDEX jobs_status ON jobs (status) WHERE status IN ('queued', 'running');
@@ -46,5 +48,5 @@ CREATE TABLE attempts (
     credits         integer NOT NULL DEFAULT 0,
     created_at      timestamptz NOT NULL
 );
-CREATE INDEX attempts_job ON attempts (job_id);
+CREATE INDEX attempts_job ON attempts (tenant_id, job_id);
 CREATE INDEX attempts_tenant_created ON attempts (tenant_id, created_at);

@@ -20,7 +20,7 @@ VALUES (%(job_id)s, %(tenant)s, %(url)s, %(status)s, %(tier)s, %(attempts)s, %(h
         %(error_code)s, %(error_message)s, %(final_url)s, %(content_type)s, %(content_bytes)s,
         %(content_sha256)s, %(content_key)s, %(event_id)s, %(trace_id)s, %(created_at)s,
         %(finished_at)s, now())
-ON CONFLICT (job_id) DO UPDATE SET
+ON CONFLICT (tenant_id, job_id) DO UPDATE SET
     status = EXCLUDED.status, tier = EXCLUDED.tier, attempts = EXCLUDED.attempts,
     http_status = EXCLUDED.http_status, error_code = EXCLUDED.error_code,
     error_message = EXCLUDED.error_message, final_url = EXCLUDED.final_url,
@@ -34,7 +34,7 @@ WHERE jobs.status NOT IN ('succeeded', 'failed')
 INSERT_QUEUED = """
 INSERT INTO jobs (job_id, tenant_id, url, status, requested_tier, trace_id, created_at)
 VALUES (%(job_id)s, %(tenant)s, %(url)s, 'queued', %(tier)s, %(trace_id)s, %(created_at)s)
-ON CONFLICT (job_id) DO NOTHING
+ON CONFLICT (tenant_id, job_id) DO NOTHING
 """
 
 # Credits move only when the attempt row is new, so a replayed metering event charges once.
@@ -72,20 +72,22 @@ class PgWriter:
             await self._conn.close()
             self._conn = None
 
-    async def final_jobs(self, job_ids: Sequence[str]) -> set[str]:
+    async def final_jobs(self, jobs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (tenant, job_id) pairs already have a final status."""
         conn = await self._connection()
         try:
             cur = await conn.execute(
-                "SELECT job_id FROM jobs"
-                " WHERE job_id = ANY(%s) AND status IN ('succeeded', 'failed')",
-                (list(job_ids),),
+                "SELECT tenant_id, job_id FROM jobs"
+                " WHERE (tenant_id, job_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+                " AND status IN ('succeeded', 'failed')",
+                ([t for t, _ in jobs], [j for _, j in jobs]),
             )
             rows = await cur.fetchall()
             await conn.commit()
         except BaseException:
             await self._reset()
             raise
-        return {r[0] for r in rows}
+        return {(r[0], r[1]) for r in rows}
 
     async def execute_many(
         self, statements: Sequence[tuple[str, Sequence[dict[str, Any]]]]

@@ -35,11 +35,11 @@ class ResultsSink:
         return {self._topics.results}
 
     async def write(self, batch: list[Decoded]) -> None:
-        first: dict[str, dict[str, Any]] = {}
+        first: dict[tuple[str, str], dict[str, Any]] = {}
         for d in batch:
-            first.setdefault(d.value["job_id"], d.value)
+            first.setdefault((d.value["tenant"], d.value["job_id"]), d.value)
         done = await self._db.final_jobs(list(first))
-        todo = [r for job_id, r in first.items() if job_id not in done]
+        todo = [r for job, r in first.items() if job not in done]
         await asyncio.gather(*(self._put(r) for r in todo))
         rows = [{**r, "content_key": _key(r)} for r in todo]
         await self._db.execute_many([(UPSERT_RESULT, rows)])

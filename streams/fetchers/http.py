@@ -26,6 +26,7 @@ from streams.errors import FatalError, FetchError, TransientError
 from streams.fetchers.base import FetchRequest, FetchResponse
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_CREDENTIALS = frozenset({"authorization", "cookie", "proxy-authorization"})
 
 
 class HttpFetcher:
@@ -86,13 +87,20 @@ class HttpFetcher:
     async def _fetch(self, request: FetchRequest) -> FetchResponse:
         cap = request.max_body_bytes or self._config.max_body_bytes
         url = httpx.URL(request.url)
+        headers = dict(request.headers)
         for hop in range(self._config.max_redirects + 1):
-            req = self._client.build_request("GET", url, headers=dict(request.headers))
+            req = self._client.build_request("GET", url, headers=headers)
             resp = await self._client.send(req, stream=True)
             try:
                 location = resp.headers.get("location")
                 if resp.status_code in _REDIRECTS and location:
-                    url = _next_hop(resp.url, location)
+                    nxt = _next_hop(resp.url, location)
+                    if _origin(nxt) != _origin(url):
+                        # Like browsers and httpx itself: credentials stay with their origin.
+                        headers = {
+                            k: v for k, v in headers.items() if k.lower() not in _CREDENTIALS
+                        }
+                    url = nxt
                     continue
                 return await _read(resp, request.url, cap, hop)
             finally:
@@ -100,6 +108,10 @@ class HttpFetcher:
         raise FatalError(
             ErrorCode.TOO_MANY_REDIRECTS, f"more than {self._config.max_redirects} redirects"
         )
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return (url.scheme, url.host, url.port)
 
 
 def _next_hop(current: httpx.URL, location: str) -> httpx.URL:
@@ -117,6 +129,7 @@ async def _read(resp: httpx.Response, url: str, cap: int, redirects: int) -> Fet
     decoder = BoundedDecoder(encodings, cap)
     async for chunk in resp.aiter_raw():
         decoder.feed(chunk)
+    decoder.finish()
     return FetchResponse(
         url=url,
         final_url=str(resp.url),
