@@ -11,10 +11,12 @@ PYTEST_ARGS ?=
 
 install: system-deps $(STAMP) kafka-jars
 
-# Debian packages: PostgreSQL (the local database) and Maven/Java (the local Kafka broker).
+# Debian packages: PostgreSQL (the local database), Chromium (browser tiers; Playwright cannot
+# download its own browsers here) and Maven/Java (the local Kafka broker).
 system-deps:
 	@missing=""; \
 	[ -n "$(PG_INITDB)" ] || missing="$$missing postgresql"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	if [ -n "$$missing" ]; then \
@@ -52,6 +54,11 @@ test-unit: $(STAMP)
 
 test-integration: install
 	$(PY) -m pytest -m integration $(PYTEST_ARGS)
+
+# Benchmarks (never part of `make test`): see bench/README.md.
+bench: install
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m bench
 
 clean:
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache

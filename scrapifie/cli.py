@@ -59,6 +59,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--api-key", help="use this key instead of a random one")
     s.set_defaults(func=_tenants)
 
+    s = sub.add_parser(
+        "verify", help="check the consistency promises against a live deployment (exit 1 if broken)"
+    )
+    s.add_argument("--since", default="24 hours", help="PostgreSQL interval of jobs to check")
+    s.add_argument("--json", action="store_true", help="print the report as JSON")
+    s.set_defaults(func=_verify)
+
     s = sub.add_parser("scrape", help="submit one URL through the gateway and print the result")
     s.add_argument("url")
     s.add_argument("--tier", default=None)
@@ -233,6 +240,12 @@ def _scrape(settings: Settings, args: argparse.Namespace) -> int:
         content = client.get(f"/v1/jobs/{job['job_id']}/content")
         sys.stdout.write(content.text)
     return 0
+
+
+def _verify(settings: Settings, args: argparse.Namespace) -> int:
+    from scrapifie.verify import run_verify
+
+    return run_verify(settings, args)
 
 
 def _up(settings: Settings, args: argparse.Namespace) -> int:
