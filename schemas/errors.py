@@ -18,6 +18,8 @@ class ErrorCode(StrEnum):
     TLS_ERROR = "tls_error"
     CONNECTION_ERROR = "connection_error"
     HTTP_ERROR = "http_error"
+    INVALID_RESPONSE = "invalid_response"
+    PROXY_ERROR = "proxy_error"
     TOO_MANY_REDIRECTS = "too_many_redirects"
     DECODE_ERROR = "decode_error"
     BUDGET_EXCEEDED = "budget_exceeded"

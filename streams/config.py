@@ -23,6 +23,17 @@ class FetchConfig(BaseModel):
     )
     max_redirects: int = Field(10, ge=0, description="Redirect hops followed before failing.")
     max_connections: int = Field(256, gt=0, description="Connection pool size of the http tier.")
+    max_header_bytes: int = Field(
+        16 * 1024, gt=0, description="Longest response header line; longer fails invalid_response."
+    )
+    allow_private: tuple[str, ...] = Field(
+        (),
+        description=(
+            "Exact host:port targets that may resolve to private, loopback or other non-public"
+            " addresses (e.g. '127.0.0.1:8080', '[::1]:443', 'intranet.example:80'). Everything"
+            " else non-public is refused with ssrf_blocked. There is no blanket switch."
+        ),
+    )
 
 
 class WorkerConfig(BaseModel):

@@ -13,6 +13,7 @@ class FetchRequest:
     headers: Mapping[str, str] = field(default_factory=dict)
     timeout_s: float | None = None
     max_body_bytes: int | None = None
+    proxy: str | None = None  # egress proxy URL for this fetch (credentials inside; never logged)
 
 
 @dataclass(frozen=True, slots=True)

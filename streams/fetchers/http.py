@@ -24,18 +24,32 @@ from streams.config import FetchConfig
 from streams.decompress import BoundedDecoder, TooLarge, parse_content_encoding
 from streams.errors import FatalError, FetchError, TransientError
 from streams.fetchers.base import FetchRequest, FetchResponse
+from streams.fetchers.transport import PROXY_EXTENSION, AiohttpTransport
+from streams.ssrf import EgressGuard
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CREDENTIALS = frozenset({"authorization", "cookie", "proxy-authorization"})
 
 
 class HttpFetcher:
-    """httpx-based fetcher. ``transport`` may be injected (tests use httpx.MockTransport)."""
+    """httpx API over our aiohttp transport (SSRF guard as its resolver). ``transport`` may be
+    injected: unit tests use httpx.MockTransport, which bypasses the guard."""
 
     def __init__(
-        self, config: FetchConfig, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        config: FetchConfig,
+        transport: httpx.AsyncBaseTransport | None = None,
+        guard: EgressGuard | None = None,
     ) -> None:
         self._config = config
+        if transport is None:
+            transport = AiohttpTransport(
+                guard or EgressGuard(config.allow_private),
+                max_connections=config.max_connections,
+                connect_timeout_s=config.connect_timeout_s,
+                max_header_bytes=config.max_header_bytes,
+            )
+        self.transport = transport
         limits = httpx.Limits(
             max_connections=config.max_connections,
             max_keepalive_connections=config.max_connections,
@@ -89,7 +103,12 @@ class HttpFetcher:
         url = httpx.URL(request.url)
         headers = dict(request.headers)
         for hop in range(self._config.max_redirects + 1):
-            req = self._client.build_request("GET", url, headers=headers)
+            req = self._client.build_request(
+                "GET",
+                url,
+                headers=headers,
+                extensions={PROXY_EXTENSION: request.proxy} if request.proxy else None,
+            )
             resp = await self._client.send(req, stream=True)
             try:
                 location = resp.headers.get("location")

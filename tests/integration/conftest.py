@@ -5,6 +5,7 @@ as subprocesses exactly as a user starts them. One stack per test session, one t
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -173,6 +174,8 @@ def stack(
         "SCRAPIFIE_GATEWAY__PORT": str(gw_port),
         "SCRAPIFIE_WORKER_METRICS_PORT": str(free_port()),
         "SCRAPIFIE_SINK_METRICS_PORT": str(free_port()),
+        # Private targets are refused unless listed exactly (SSRF guard).
+        "SCRAPIFIE_FETCH__ALLOW_PRIVATE": json.dumps([target.base.removeprefix("http://")]),
     }
 
     async def prepare() -> str:
