@@ -21,6 +21,7 @@ from streams.config import FetchConfig, WorkerConfig
 from streams.fetchers.http import HttpFetcher
 from streams.metrics import StreamMetrics
 from streams.ordered import OrderedAcks
+from streams.politeness import RobotsCache, SiteLimiter
 from streams.processor import InputRecord, TierProcessor
 
 log = logging.getLogger(__name__)
@@ -73,8 +74,12 @@ def build_app(
             EventProducer(kafka, f"worker-{tier}") as producer,
             HttpFetcher(fetch) as fetcher,
         ):
+            limiter = SiteLimiter(
+                worker.site_default, worker.site_limits, max_delay_s=worker.max_site_delay_s
+            )
+            robots = RobotsCache(fetcher, worker.robots_agent, ttl_s=worker.robots_ttl_s)
             processor = TierProcessor(
-                tier, fetcher, producer, codec, topics, metrics, fetch, worker
+                tier, fetcher, producer, codec, topics, metrics, fetch, worker, limiter, robots
             )
             window: OrderedAcks[Any] = OrderedAcks(worker.max_in_flight, noack.ack)
             try:

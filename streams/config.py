@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from streams.politeness.limits import SiteLimit
+
 
 class FetchConfig(BaseModel):
     """How one fetch behaves."""
@@ -37,9 +39,24 @@ class FetchConfig(BaseModel):
 
 
 class WorkerConfig(BaseModel):
-    """How a tier worker consumes."""
+    """How a tier worker consumes, and how politely it treats sites."""
 
     model_config = ConfigDict(frozen=True)
+
+    robots_agent: str = Field("Scrapifie", description="Product token matched in robots.txt.")
+    robots_ttl_s: float = Field(3600.0, gt=0, description="How long a robots.txt is cached.")
+    robots_opt_out_tenants: tuple[str, ...] = Field(
+        (),
+        description="Tenants whose jobs ignore robots.txt (explicit opt-out; empty by default).",
+    )
+    site_default: SiteLimit = Field(
+        default_factory=SiteLimit, description="Rate and concurrency per registrable domain."
+    )
+    site_limits: dict[str, SiteLimit] = Field(
+        default_factory=dict,
+        description='Per-site overrides keyed by registrable domain, e.g. {"example.com": ...}.',
+    )
+    max_site_delay_s: float = Field(60.0, gt=0, description="Longest adaptive delay per site.")
 
     max_in_flight: int = Field(64, gt=0, description="Fetches in flight per worker process.")
     group_prefix: str = Field("scrapifie", description="Consumer group (Faust app id) prefix.")

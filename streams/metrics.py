@@ -35,6 +35,12 @@ class StreamMetrics:
             ["topic", "reason"],
             registry=registry,
         )
+        self.robots_refused = Counter(
+            "scrapifie_robots_refused_total",
+            "Jobs not fetched because robots.txt disallows them.",
+            ["tier"],
+            registry=registry,
+        )
         self.results = Counter(
             "scrapifie_results_total",
             "Final results emitted.",

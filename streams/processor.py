@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas import Codec, DecodeError, ErrorCode, TopicSet, derived_id
+from schemas import Codec, DecodeError, ErrorCode, TopicSet, derived_id, site_key
 from schemas import headers as hdr
 from schemas.kafka import EventProducer
 from schemas.urls import InvalidURL, validate_url
@@ -24,6 +24,8 @@ from streams.errors import FetchError
 from streams.fetchers.base import Fetcher, FetchRequest, FetchResponse
 from streams.metrics import StreamMetrics
 from streams.outcome import Kind, Outcome, classify_error, classify_response
+from streams.politeness import RobotsCache, SiteLimiter
+from streams.politeness.limits import Feedback
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,8 @@ class TierProcessor:
         metrics: StreamMetrics,
         fetch_config: FetchConfig,
         worker_config: WorkerConfig,
+        limiter: SiteLimiter,
+        robots: RobotsCache | None,
     ) -> None:
         self.tier = tier
         self._fetcher = fetcher
@@ -60,6 +64,9 @@ class TierProcessor:
         self._metrics = metrics
         self._fetch_config = fetch_config
         self._credits = worker_config.credits_per_success.get(tier, 0)
+        self._limiter = limiter
+        self._robots = robots
+        self._robots_opt_out = frozenset(worker_config.robots_opt_out_tenants)
 
     async def handle(self, rec: InputRecord) -> None:
         try:
@@ -80,22 +87,7 @@ class TierProcessor:
         except InvalidURL as exc:
             outcome = Outcome(Kind.FATAL, ErrorCode.INVALID_URL, str(exc))
         else:
-            opts = job["options"]
-            self._metrics.in_flight.labels(self.tier).inc()
-            try:
-                response = await self._fetcher.fetch(
-                    FetchRequest(
-                        url=url,
-                        headers=opts["headers"],
-                        timeout_s=opts["timeout_s"],
-                        max_body_bytes=opts["max_body_bytes"],
-                    )
-                )
-                outcome = classify_response(response)
-            except FetchError as exc:
-                outcome = classify_error(exc)
-            finally:
-                self._metrics.in_flight.labels(self.tier).dec()
+            outcome, response = await self._polite_fetch(job, url)
         elapsed = time.monotonic() - started
         self._metrics.fetch_seconds.labels(self.tier).observe(elapsed)
         self._metrics.fetch_outcome.labels(self.tier, outcome.kind.value, outcome.code or "").inc()
@@ -121,6 +113,50 @@ class TierProcessor:
             outcome.code or outcome.http_status,
             extra=extra,
         )
+
+    async def _polite_fetch(
+        self, job: dict[str, Any], url: str
+    ) -> tuple[Outcome, FetchResponse | None]:
+        """robots.txt, then the site's rate/concurrency slot, then the fetch."""
+        crawl_delay: float | None = None
+        if self._robots is not None and job["tenant"] not in self._robots_opt_out:
+            try:
+                verdict = await self._robots.check(url)
+            except FetchError as exc:
+                return classify_error(exc), None
+            if not verdict.allowed:
+                self._metrics.robots_refused.labels(self.tier).inc()
+                return Outcome(Kind.FATAL, ErrorCode.ROBOTS_DISALLOWED, verdict.reason), None
+            crawl_delay = verdict.crawl_delay_s
+        site = site_key(url)
+        opts = job["options"]
+        await self._limiter.acquire(site, crawl_delay)
+        started = time.monotonic()
+        response: FetchResponse | None = None
+        outcome: Outcome | None = None
+        self._metrics.in_flight.labels(self.tier).inc()
+        try:
+            response = await self._fetcher.fetch(
+                FetchRequest(
+                    url=url,
+                    headers=opts["headers"],
+                    timeout_s=opts["timeout_s"],
+                    max_body_bytes=opts["max_body_bytes"],
+                )
+            )
+            outcome = classify_response(response)
+        except FetchError as exc:
+            outcome = classify_error(exc)
+        finally:
+            self._metrics.in_flight.labels(self.tier).dec()
+            # Always return the slot (even when cancelled), with what the site told us.
+            self._limiter.release(
+                site,
+                _feedback(outcome),
+                time.monotonic() - started,
+                outcome.retry_after_s if outcome is not None else None,
+            )
+        return outcome, response
 
     async def to_dlq(self, rec: InputRecord, reason: str, detail: str) -> None:
         """Send the original bytes, key and headers to the DLQ with where they came from."""
@@ -194,3 +230,15 @@ class TierProcessor:
             "created_at": datetime.now(UTC),
             "trace_id": job["trace_id"],
         }
+
+
+def _feedback(outcome: Outcome | None) -> str:
+    if outcome is None:
+        return Feedback.ERROR
+    if outcome.ok:
+        return Feedback.OK
+    if outcome.http_status in (429, 503):
+        return Feedback.THROTTLED
+    if outcome.code is ErrorCode.TIMEOUT:
+        return Feedback.SLOW
+    return Feedback.ERROR

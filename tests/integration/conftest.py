@@ -5,6 +5,7 @@ as subprocesses exactly as a user starts them. One stack per test session, one t
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,6 +108,7 @@ class Stack:
     env: dict[str, str]
     logs: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    tenant: str = ""
 
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the process
@@ -146,22 +149,25 @@ class Stack:
         )
 
 
-@pytest.fixture(scope="session")
-def stack(
+@contextmanager
+def running_stack(
     kafka: LocalKafka,
     postgres: LocalPostgres,
     s3: S3Endpoint,
-    target: TargetSite,
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp: Path,
+    allow_private: list[str],
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[Stack]:
+    """A worker, the sinks and the gateway on a fresh topic prefix, configured only through
+    the environment, exactly as a user runs them."""
     prefix = f"t{uuid.uuid4().hex[:8]}."
     cfg = KafkaConfig(bootstrap=kafka.bootstrap, topic_prefix=prefix)
-    data = tmp_path_factory.mktemp("data")
-    logs = tmp_path_factory.mktemp("logs")
+    (tmp / "data").mkdir(parents=True)
+    (tmp / "logs").mkdir()
     gw_port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("SCRAPIFIE_")},
-        "SCRAPIFIE_DATA_DIR": str(data),
+        "SCRAPIFIE_DATA_DIR": str(tmp / "data"),
         "SCRAPIFIE_LOG_FORMAT": "text",
         "SCRAPIFIE_KAFKA__BOOTSTRAP": kafka.bootstrap,
         "SCRAPIFIE_KAFKA__TOPIC_PREFIX": prefix,
@@ -175,16 +181,20 @@ def stack(
         "SCRAPIFIE_WORKER_METRICS_PORT": str(free_port()),
         "SCRAPIFIE_SINK_METRICS_PORT": str(free_port()),
         # Private targets are refused unless listed exactly (SSRF guard).
-        "SCRAPIFIE_FETCH__ALLOW_PRIVATE": json.dumps([target.base.removeprefix("http://")]),
+        "SCRAPIFIE_FETCH__ALLOW_PRIVATE": json.dumps(allow_private),
+        **(extra_env or {}),
     }
 
     async def prepare() -> str:
         await ensure_topics(cfg)
         await migrate(postgres.dsn)
-        return await add_tenant(postgres.dsn, "acme", 1_000_000)
+        return await add_tenant(postgres.dsn, f"acme-{prefix}", 1_000_000)
 
-    api_key = asyncio.run(prepare())
-    st = Stack(cfg, postgres.dsn, f"http://127.0.0.1:{gw_port}", api_key, s3, env, logs)
+    # A thread of its own: callers may be async tests with a running loop.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        api_key = pool.submit(asyncio.run, prepare()).result()
+    st = Stack(cfg, postgres.dsn, f"http://127.0.0.1:{gw_port}", api_key, s3, env, tmp / "logs")
+    st.tenant = f"acme-{prefix}"
     st.start("worker", "worker", "--tier", "http")
     st.start("sink", "sink")
     st.start("gateway", "gateway")
@@ -197,6 +207,28 @@ def stack(
     finally:
         for name in list(st.procs):
             st.stop(name)
+
+
+@pytest.fixture(scope="session")
+def stack(
+    kafka: LocalKafka,
+    postgres: LocalPostgres,
+    s3: S3Endpoint,
+    target: TargetSite,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    site = target.base.removeprefix("http://")
+    # The local target is fast: lift the polite per-site default (4/s) for it.
+    limits = {"127.0.0.1": {"rate_per_s": 100000, "concurrency": 64}}
+    with running_stack(
+        kafka,
+        postgres,
+        s3,
+        tmp_path_factory.mktemp("stack"),
+        [site],
+        {"SCRAPIFIE_WORKER__SITE_LIMITS": json.dumps(limits)},
+    ) as st:
+        yield st
 
 
 def _wait_ready(st: Stack, timeout_s: float = 60) -> None:

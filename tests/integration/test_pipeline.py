@@ -60,7 +60,7 @@ async def test_200_jobs_through_the_gateway(stack: Stack, target: TargetSite) ->
         assert row["trace_id"] == f"trace-{i}"
         expected = hashlib.sha256(page(i)).hexdigest()
         assert row["content_sha256"] == expected
-        assert row["content_key"] == content_object_key("acme", job_id)
+        assert row["content_key"] == content_object_key(stack.tenant, job_id)
         obj = s3.get_object(Bucket=stack.s3.bucket, Key=row["content_key"])["Body"].read()
         import gzip
 
@@ -150,7 +150,7 @@ async def test_json_job_published_straight_to_kafka(stack: Stack, target: Target
     async with AIOKafkaProducer(bootstrap_servers=stack.kafka.bootstrap) as producer:
         await producer.send_and_wait(
             stack.kafka.topics.tier("http"),
-            json.dumps({"job_id": job_id, "tenant": "acme", "url": url}).encode(),
+            json.dumps({"job_id": job_id, "tenant": stack.tenant, "url": url}).encode(),
             key=site_key(url).encode(),
         )
     rows = await wait_final(stack.dsn, [job_id], timeout_s=60)
@@ -169,7 +169,7 @@ async def test_malformed_record_goes_to_dlq_and_next_is_processed(
         "ScrapeRequest",
         {
             "job_id": job_id,
-            "tenant": "acme",
+            "tenant": stack.tenant,
             "url": url,
             "created_at": 0,
             "options": {},
