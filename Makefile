@@ -12,11 +12,13 @@ PYTEST_ARGS ?=
 install: system-deps $(STAMP) kafka-jars
 
 # Debian packages: PostgreSQL (the local database), Chromium (browser tiers; Playwright cannot
-# download its own browsers here) and Maven/Java (the local Kafka broker).
+# download its own browsers here), Maven/Java (the local Kafka broker) and tinyproxy (a real
+# forward proxy for the egress-pool tests).
 system-deps:
 	@missing=""; \
 	[ -n "$(PG_INITDB)" ] || missing="$$missing postgresql"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	command -v tinyproxy >/dev/null || missing="$$missing tinyproxy"; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	if [ -n "$$missing" ]; then \

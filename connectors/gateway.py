@@ -411,7 +411,7 @@ def _wait_param(request: web.Request, max_wait_s: float) -> float:
 def _options(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ApiError(400, "invalid_request", "options must be an object")
-    unknown = set(raw) - {"timeout_s", "max_body_bytes", "headers"}
+    unknown = set(raw) - {"timeout_s", "max_body_bytes", "headers", "egress_pool", "session_id"}
     if unknown:
         raise ApiError(400, "invalid_request", f"unknown options: {', '.join(sorted(unknown))}")
     timeout_s = raw.get("timeout_s")
@@ -440,9 +440,20 @@ def _options(raw: Any) -> dict[str, Any]:
         "wait_for": None,
         "screenshot": None,
         "block_resources": [],
-        "session_id": None,
-        "egress_pool": None,
+        "session_id": _short_str(raw, "session_id"),
+        "egress_pool": _short_str(raw, "egress_pool"),
     }
+
+
+def _short_str(raw: dict[str, Any], name: str) -> str | None:
+    value = raw.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= 200:
+        raise ApiError(
+            400, "invalid_request", f"options.{name} must be a string of 1-200 characters"
+        )
+    return value
 
 
 def _accepted(job: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ class ErrorCode(StrEnum):
     HTTP_ERROR = "http_error"
     INVALID_RESPONSE = "invalid_response"
     PROXY_ERROR = "proxy_error"
+    INVALID_REQUEST = "invalid_request"
     TOO_MANY_REDIRECTS = "too_many_redirects"
     DECODE_ERROR = "decode_error"
     BUDGET_EXCEEDED = "budget_exceeded"

@@ -89,7 +89,13 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     _metrics(settings, settings.worker_metrics_port)
     datadir = settings.data_dir / "faust"
     app = build_app(
-        args.tier, settings.kafka, settings.fetch, settings.worker, REGISTRY, str(datadir)
+        args.tier,
+        settings.kafka,
+        settings.fetch,
+        settings.worker,
+        REGISTRY,
+        str(datadir),
+        settings.egress,
     )
     worker = Worker(app, loglevel=settings.log_level.lower(), override_logging=False, quiet=True)
     worker.execute_from_commandline()  # returns via SystemExit on SIGTERM / SIGINT

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from connectors.config import GatewayConfig, PostgresConfig, SinkConfig, StorageConfig
 from schemas.kafka import KafkaConfig
 from streams.config import FetchConfig, WorkerConfig
+from streams.egress import EgressConfig
 
 
 class LocalKafkaConfig(KafkaConfig):
@@ -50,6 +51,7 @@ class Settings(BaseSettings):
     kafka: LocalKafkaConfig = Field(default_factory=LocalKafkaConfig)
     fetch: FetchConfig = Field(default_factory=FetchConfig)
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
+    egress: EgressConfig = Field(default_factory=EgressConfig)
     postgres: PostgresConfig = Field(default_factory=PostgresConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     sink: SinkConfig = Field(default_factory=SinkConfig)

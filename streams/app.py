@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from schemas import TopicSet, default_codec
 from schemas.kafka import EventProducer, KafkaConfig
 from streams.config import FetchConfig, WorkerConfig
+from streams.egress import EgressConfig, EgressFetcher, EgressPools
 from streams.fetchers.http import HttpFetcher
 from streams.metrics import StreamMetrics
 from streams.ordered import OrderedAcks
@@ -36,6 +37,7 @@ def build_app(
     worker: WorkerConfig,
     registry: CollectorRegistry,
     datadir: str,
+    egress: EgressConfig | None = None,
 ) -> faust.App:
     """A Faust app consuming ``scrape.<tier>``. Topics must exist (``scrapifie topics``)."""
     if tier not in SUPPORTED_TIERS:
@@ -77,9 +79,26 @@ def build_app(
             limiter = SiteLimiter(
                 worker.site_default, worker.site_limits, max_delay_s=worker.max_site_delay_s
             )
-            robots = RobotsCache(fetcher, worker.robots_agent, ttl_s=worker.robots_ttl_s)
+            egress_fetcher = EgressFetcher(
+                fetcher,
+                EgressPools(egress or EgressConfig()),
+                tier,
+                lambda pool, proxy, ok: metrics.egress.labels(
+                    pool, proxy, "ok" if ok else "fail"
+                ).inc(),
+            )
+            robots = RobotsCache(egress_fetcher, worker.robots_agent, ttl_s=worker.robots_ttl_s)
             processor = TierProcessor(
-                tier, fetcher, producer, codec, topics, metrics, fetch, worker, limiter, robots
+                tier,
+                egress_fetcher,
+                producer,
+                codec,
+                topics,
+                metrics,
+                fetch,
+                worker,
+                limiter,
+                robots,
             )
             window: OrderedAcks[Any] = OrderedAcks(worker.max_in_flight, noack.ack)
             try:

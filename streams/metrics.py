@@ -41,6 +41,12 @@ class StreamMetrics:
             ["tier"],
             registry=registry,
         )
+        self.egress = Counter(
+            "scrapifie_egress_requests_total",
+            "Fetches through egress proxies (proxy named without credentials).",
+            ["pool", "proxy", "result"],
+            registry=registry,
+        )
         self.results = Counter(
             "scrapifie_results_total",
             "Final results emitted.",

@@ -129,12 +129,12 @@ class TierProcessor:
                 return Outcome(Kind.FATAL, ErrorCode.ROBOTS_DISALLOWED, verdict.reason), None
             crawl_delay = verdict.crawl_delay_s
         site = site_key(url)
-        opts = job["options"]
         await self._limiter.acquire(site, crawl_delay)
         started = time.monotonic()
-        response: FetchResponse | None = None
         outcome: Outcome | None = None
+        response: FetchResponse | None = None
         self._metrics.in_flight.labels(self.tier).inc()
+        opts = job["options"]
         try:
             response = await self._fetcher.fetch(
                 FetchRequest(
@@ -142,6 +142,8 @@ class TierProcessor:
                     headers=opts["headers"],
                     timeout_s=opts["timeout_s"],
                     max_body_bytes=opts["max_body_bytes"],
+                    egress_pool=opts["egress_pool"],
+                    session_id=opts["session_id"],
                 )
             )
             outcome = classify_response(response)

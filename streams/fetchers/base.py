@@ -13,7 +13,9 @@ class FetchRequest:
     headers: Mapping[str, str] = field(default_factory=dict)
     timeout_s: float | None = None
     max_body_bytes: int | None = None
-    proxy: str | None = None  # egress proxy URL for this fetch (credentials inside; never logged)
+    egress_pool: str | None = None  # pool named by the job (None: the tier's default)
+    session_id: str | None = None  # sticky egress (and browser profile) per session
+    proxy: str | None = None  # set by EgressFetcher: proxy URL with credentials; never logged
 
 
 @dataclass(frozen=True, slots=True)
