@@ -9,9 +9,10 @@ Imports nothing else of ours. A consumer of ``scrape.results`` needs only this p
 from schemas.codec import Codec, default_codec
 from schemas.errors import DecodeError, ErrorCode
 from schemas.keys import content_object_key, derived_id, site_key
-from schemas.topics import SPECS, TIER_ORDER, Key, Tier, TopicSet, TopicSpec
+from schemas.topics import DELAYS_S, SPECS, TIER_ORDER, Key, Tier, TopicSet, TopicSpec, delay_bucket
 
 __all__ = [
+    "DELAYS_S",
     "SPECS",
     "TIER_ORDER",
     "Codec",
@@ -23,6 +24,7 @@ __all__ = [
     "TopicSpec",
     "content_object_key",
     "default_codec",
+    "delay_bucket",
     "derived_id",
     "site_key",
 ]

@@ -19,6 +19,18 @@ class Tier(StrEnum):
 
 TIER_ORDER: Final = (Tier.HTTP, Tier.BROWSER, Tier.STEALTH)
 
+# Delay topics hold jobs for a fixed time each, so every partition is in due-time order and the
+# head is always the next record due: no job waits behind a later one.
+DELAYS_S: Final = (5, 30, 300)
+
+
+def delay_bucket(seconds: float) -> int:
+    """The smallest delay topic that waits at least ``seconds`` (the longest one if none)."""
+    for bucket in DELAYS_S:
+        if seconds <= bucket:
+            return bucket
+    return DELAYS_S[-1]
+
 
 class Key(StrEnum):
     SITE = "site"  # registrable domain of the URL (schemas.keys.site_key)
@@ -51,6 +63,18 @@ SPECS: Final[tuple[TopicSpec, ...]] = (
     TopicSpec("scrape.results", Key.JOB_ID, "ScrapeResult", 6, "one final result per job", _BIG),
     TopicSpec("scrape.escalations", Key.JOB_ID, "Escalation", 3, "tier hand-overs"),
     TopicSpec("scrape.metering", Key.JOB_ID, "Metering", 3, "usage per attempt"),
+    *(
+        TopicSpec(
+            f"scrape.{tier.value}.delay.{seconds}s",
+            Key.SITE,
+            "ScrapeRequest",
+            3,
+            f"{tier.value} jobs waiting {seconds}s before going back to scrape.{tier.value}"
+            " (retries with backoff, sites at their limit)",
+        )
+        for tier in Tier
+        for seconds in (5, 30, 300)
+    ),
     TopicSpec(
         "scrape.dlq",
         Key.JOB_ID,
@@ -77,6 +101,11 @@ class TopicSet:
 
     def tier(self, tier: Tier | str) -> str:
         return self.name(f"scrape.{Tier(tier).value}")
+
+    def delay(self, tier: Tier | str, seconds: int) -> str:
+        if seconds not in DELAYS_S:
+            raise ValueError(f"no delay topic of {seconds}s; valid: {DELAYS_S}")
+        return self.name(f"scrape.{Tier(tier).value}.delay.{seconds}s")
 
     @property
     def results(self) -> str:

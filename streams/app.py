@@ -9,13 +9,16 @@ value reaches the DLQ instead of crashing the agent.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import faust
 from prometheus_client import CollectorRegistry
 
-from schemas import TopicSet, default_codec
+from schemas import DELAYS_S, TopicSet, default_codec
 from schemas.kafka import EventProducer, KafkaConfig
 from streams.config import FetchConfig, WorkerConfig
 from streams.egress import EgressConfig, EgressFetcher, EgressPools
@@ -119,7 +122,44 @@ def build_app(
                 await window.cancel()
 
     app.agent(source, name=f"{tier}-processor", concurrency=1)(process)
+    for seconds in DELAYS_S:
+        delay_topic = app.topic(
+            topics.delay(tier, seconds),
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            internal=False,
+        )
+        app.agent(delay_topic, name=f"{tier}-delay-{seconds}s", concurrency=1)(
+            _releaser(tier, seconds, kafka, topics, metrics)
+        )
     return app
+
+
+def _releaser(
+    tier: str, seconds: int, kafka: KafkaConfig, topics: TopicSet, metrics: StreamMetrics
+) -> Callable[[Any], Coroutine[Any, Any, None]]:
+    """An agent that moves each record of a delay topic back to the tier topic once it has
+    waited ``seconds`` since it was produced. Records of a delay topic are in due order, so
+    waiting for the head never delays a record that is due earlier. The offset is acked only
+    after the record is back in the tier topic: a crash re-releases, never loses."""
+
+    async def release(stream: Any) -> None:
+        noack = stream.noack()
+        async with EventProducer(kafka, f"worker-{tier}-delay") as producer:
+            async for event in noack.events():
+                msg = event.message
+                wait = (msg.timestamp or 0) + seconds - time.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                await producer.send(
+                    topics.tier(tier), msg.value, key=msg.key, headers=_headers(msg.headers)
+                )
+                metrics.released.labels(tier, str(seconds)).inc()
+                await noack.ack(event)
+
+    return release
 
 
 def _headers(raw: Any) -> list[tuple[str, bytes]]:

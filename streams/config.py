@@ -12,9 +12,13 @@ class FetchConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    user_agent: str = Field(
-        "Scrapifie/0.1 (+https://scrapifie.dev/bot)",
-        description="User-Agent sent on every request; names the product and a contact URL.",
+    contact_url: str = Field(
+        "https://scrapifie.dev/bot",
+        description="Where site owners learn about our crawler and reach the operator.",
+    )
+    user_agent: str | None = Field(
+        None,
+        description="Full User-Agent override; default 'Scrapifie/<version> (+<contact_url>)'.",
     )
     timeout_s: float = Field(
         30.0, gt=0, description="Overall deadline of one fetch: headers and body."
@@ -37,6 +41,10 @@ class FetchConfig(BaseModel):
         ),
     )
 
+    @property
+    def effective_user_agent(self) -> str:
+        return self.user_agent or f"Scrapifie/0.1 (+{self.contact_url})"
+
 
 class WorkerConfig(BaseModel):
     """How a tier worker consumes, and how politely it treats sites."""
@@ -57,6 +65,14 @@ class WorkerConfig(BaseModel):
         description='Per-site overrides keyed by registrable domain, e.g. {"example.com": ...}.',
     )
     max_site_delay_s: float = Field(60.0, gt=0, description="Longest adaptive delay per site.")
+    max_site_backlog: int = Field(
+        32,
+        gt=0,
+        description=(
+            "Jobs of one site allowed to wait for its rate limit inside a worker; more are parked"
+            " in a delay topic so that one busy site cannot hold up the others."
+        ),
+    )
 
     max_in_flight: int = Field(64, gt=0, description="Fetches in flight per worker process.")
     group_prefix: str = Field("scrapifie", description="Consumer group (Faust app id) prefix.")

@@ -47,6 +47,18 @@ class StreamMetrics:
             ["pool", "proxy", "result"],
             registry=registry,
         )
+        self.deferred = Counter(
+            "scrapifie_deferred_total",
+            "Jobs parked in a delay topic.",
+            ["tier", "reason", "delay_s"],
+            registry=registry,
+        )
+        self.released = Counter(
+            "scrapifie_delay_released_total",
+            "Jobs moved from a delay topic back to their tier topic.",
+            ["tier", "delay_s"],
+            registry=registry,
+        )
         self.results = Counter(
             "scrapifie_results_total",
             "Final results emitted.",

@@ -12,10 +12,10 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from schemas import Codec, DecodeError, ErrorCode, TopicSet, derived_id, site_key
+from schemas import Codec, DecodeError, ErrorCode, TopicSet, delay_bucket, derived_id, site_key
 from schemas import headers as hdr
 from schemas.kafka import EventProducer
 from schemas.urls import InvalidURL, validate_url
@@ -67,6 +67,7 @@ class TierProcessor:
         self._limiter = limiter
         self._robots = robots
         self._robots_opt_out = frozenset(worker_config.robots_opt_out_tenants)
+        self._max_site_backlog = worker_config.max_site_backlog
 
     async def handle(self, rec: InputRecord) -> None:
         try:
@@ -87,7 +88,14 @@ class TierProcessor:
         except InvalidURL as exc:
             outcome = Outcome(Kind.FATAL, ErrorCode.INVALID_URL, str(exc))
         else:
-            outcome, response = await self._polite_fetch(job, url)
+            site = site_key(url)
+            backlog = self._limiter.queued(site)
+            if backlog >= self._max_site_backlog:
+                # The site is at its limit with jobs already waiting: park this one in a delay
+                # topic instead of holding a slot other sites' jobs could use.
+                await self.defer(job, rec, backlog * self._limiter.delay_s(site), "site_backlog")
+                return
+            outcome, response = await self._polite_fetch(job, url, site)
         elapsed = time.monotonic() - started
         self._metrics.fetch_seconds.labels(self.tier).observe(elapsed)
         self._metrics.fetch_outcome.labels(self.tier, outcome.kind.value, outcome.code or "").inc()
@@ -115,7 +123,7 @@ class TierProcessor:
         )
 
     async def _polite_fetch(
-        self, job: dict[str, Any], url: str
+        self, job: dict[str, Any], url: str, site: str
     ) -> tuple[Outcome, FetchResponse | None]:
         """robots.txt, then the site's rate/concurrency slot, then the fetch."""
         crawl_delay: float | None = None
@@ -128,7 +136,6 @@ class TierProcessor:
                 self._metrics.robots_refused.labels(self.tier).inc()
                 return Outcome(Kind.FATAL, ErrorCode.ROBOTS_DISALLOWED, verdict.reason), None
             crawl_delay = verdict.crawl_delay_s
-        site = site_key(url)
         await self._limiter.acquire(site, crawl_delay)
         started = time.monotonic()
         outcome: Outcome | None = None
@@ -159,6 +166,27 @@ class TierProcessor:
                 outcome.retry_after_s if outcome is not None else None,
             )
         return outcome, response
+
+    async def defer(
+        self, job: dict[str, Any], rec: InputRecord, wait_s: float, reason: str
+    ) -> None:
+        """Send ``job`` to this tier's delay topic that waits at least ``wait_s`` (capped)."""
+        bucket = delay_bucket(wait_s)
+        job["not_before"] = datetime.now(UTC) + timedelta(seconds=bucket)
+        await self._producer.send(
+            self._topics.delay(self.tier, bucket),
+            self._codec.encode("ScrapeRequest", job),
+            key=rec.key,
+            headers=hdr.make(trace_id=job["trace_id"], job_id=job["job_id"], tenant=job["tenant"]),
+        )
+        self._metrics.deferred.labels(self.tier, reason, str(bucket)).inc()
+        log.info(
+            "job %s deferred %ds (%s)",
+            job["job_id"],
+            bucket,
+            reason,
+            extra={"job_id": job["job_id"], "trace_id": job["trace_id"], "tier": self.tier},
+        )
 
     async def to_dlq(self, rec: InputRecord, reason: str, detail: str) -> None:
         """Send the original bytes, key and headers to the DLQ with where they came from."""

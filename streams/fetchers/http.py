@@ -60,7 +60,7 @@ class HttpFetcher:
             trust_env=False,
             follow_redirects=False,
             timeout=httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s),
-            headers={"User-Agent": config.user_agent, "Accept-Encoding": "gzip, deflate"},
+            headers={"User-Agent": config.effective_user_agent, "Accept-Encoding": "gzip, deflate"},
         )
 
     async def __aenter__(self) -> Self:

@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from scrapifie.local.kafka import LocalKafka
@@ -135,3 +136,45 @@ async def test_500_urls_over_5_sites_respect_limits_and_robots(
         # Starts are spaced by the limiter; +2 allows for arrival jitter at the server.
         assert report[ip]["max_per_s"] <= limit + 2, (ip, report[ip])
     print("politeness figures:", json.dumps(report))
+
+
+async def test_a_busy_site_does_not_hold_up_other_sites(
+    kafka: LocalKafka,
+    postgres: LocalPostgres,
+    s3: S3Endpoint,
+    sites: dict[str, Site],
+    tmp_path: Path,
+) -> None:
+    slow, fast = sites["127.0.0.5"], sites["127.0.0.6"]
+    limits = {
+        "127.0.0.5": {"rate_per_s": 4, "concurrency": 1},
+        "127.0.0.6": {"rate_per_s": 1000, "concurrency": 8},
+    }
+    env = {
+        "SCRAPIFIE_WORKER__SITE_LIMITS": json.dumps(limits),
+        "SCRAPIFIE_WORKER__MAX_SITE_BACKLOG": "4",
+        "SCRAPIFIE_WORKER__MAX_IN_FLIGHT": "16",
+    }
+    with running_stack(kafka, postgres, s3, tmp_path, [slow.hostport, fast.hostport], env) as st:
+        async with st.client() as client:
+            resp = await client.post(
+                "/v1/jobs/batch",
+                json={"jobs": [{"url": f"http://{slow.hostport}/busy/{i}"} for i in range(40)]},
+            )
+            slow_ids = [j["job_id"] for j in resp.json()["jobs"]]
+            resp = await client.post(
+                "/v1/jobs/batch",
+                json={"jobs": [{"url": f"http://{fast.hostport}/quick/{i}"} for i in range(20)]},
+            )
+            fast_ids = [j["job_id"] for j in resp.json()["jobs"]]
+        rows = await wait_final(st.dsn, slow_ids + fast_ids, timeout_s=120)
+        async with httpx.AsyncClient(trust_env=False) as http:
+            port = st.env["SCRAPIFIE_WORKER_METRICS_PORT"]
+            metrics = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    assert all(r["status"] == "succeeded" for r in rows.values())
+    slow_done = sorted(rows[j]["finished_at"] for j in slow_ids)
+    fast_done = max(rows[j]["finished_at"] for j in fast_ids)
+    # Submitted after 40 slow jobs, the fast site's 20 all finish before the slow site is even
+    # a quarter done: the slow site's backlog went to a delay topic, not into the window.
+    assert fast_done < slow_done[10], (fast_done, slow_done[:12])
+    assert 'scrapifie_deferred_total{delay_s="5",reason="site_backlog",tier="http"}' in metrics

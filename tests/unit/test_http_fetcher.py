@@ -133,7 +133,20 @@ async def test_default_user_agent() -> None:
         return reply(200)
 
     await fetch(handler)
-    assert seen == [FetchConfig().user_agent]
+    assert seen == ["Scrapifie/0.1 (+https://scrapifie.dev/bot)"]
+
+
+async def test_user_agent_names_the_configured_contact_url() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["user-agent"])
+        return reply(200)
+
+    config = FetchConfig(contact_url="https://ops.example.org/crawler")
+    async with HttpFetcher(config, transport=httpx.MockTransport(handler)) as fetcher:
+        await fetcher.fetch(FetchRequest(url="http://example.test/"))
+    assert seen == ["Scrapifie/0.1 (+https://ops.example.org/crawler)"]
 
 
 # --- redirects -------------------------------------------------------------------------------
