@@ -242,7 +242,8 @@ class Gateway:
                 "invalid_tier",
                 f"tier must be one of {', '.join(self._enabled_tiers)} (got {tier!r})",
             )
-        max_tier = body.get("max_tier") or TIER_ORDER[-1].value
+        # Default: escalate as far as this deployment has tier workers.
+        max_tier = body.get("max_tier") or self._enabled_tiers[-1]
         if max_tier not in [t.value for t in TIER_ORDER]:
             raise ApiError(400, "invalid_request", "max_tier must be http, browser or stealth")
         job_id = body.get("job_id") or str(uuid.uuid4())

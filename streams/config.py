@@ -65,6 +65,14 @@ class WorkerConfig(BaseModel):
         description='Per-site overrides keyed by registrable domain, e.g. {"example.com": ...}.',
     )
     max_site_delay_s: float = Field(60.0, gt=0, description="Longest adaptive delay per site.")
+    max_attempts_per_tier: int = Field(
+        3, gt=0, description="Attempts in one tier (first included) before a transient fault fails."
+    )
+    retry_base_delay_s: float = Field(
+        2.0,
+        gt=0,
+        description="First retry delay; doubles per attempt, ±50% jitter, Retry-After wins.",
+    )
     max_site_backlog: int = Field(
         32,
         gt=0,

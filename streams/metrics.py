@@ -59,6 +59,12 @@ class StreamMetrics:
             ["tier", "delay_s"],
             registry=registry,
         )
+        self.escalations = Counter(
+            "scrapifie_escalations_total",
+            "Jobs handed to a higher tier, by marker.",
+            ["from_tier", "to_tier", "marker"],
+            registry=registry,
+        )
         self.results = Counter(
             "scrapifie_results_total",
             "Final results emitted.",

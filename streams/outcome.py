@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from schemas import ErrorCode
+from streams.blocking import inspect
 from streams.errors import BlockedError, FetchError, TransientError
 from streams.fetchers.base import FetchResponse
 
@@ -27,6 +28,7 @@ class Outcome:
     reason: str | None = None
     http_status: int | None = None
     retry_after_s: float | None = None
+    marker: str | None = None  # what made a page count as blocked (evidence for escalations)
 
     @property
     def ok(self) -> bool:
@@ -37,8 +39,22 @@ class Outcome:
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
 
 
-def classify_response(resp: FetchResponse) -> Outcome:
+def classify_response(resp: FetchResponse, tier: str = "http") -> Outcome:
     status = resp.status
+    retry_after = parse_retry_after(resp.headers.get("retry-after"))
+    verdict = inspect(
+        tier=tier,
+        status=status,
+        url=resp.url,
+        final_url=resp.final_url,
+        body=resp.body,
+        content_type=resp.content_type,
+    )
+    if verdict.blocked:
+        reason = f"{verdict.kind.replace('_', ' ')} ({verdict.marker}) with HTTP {status}"
+        return Outcome(Kind.BLOCKED, ErrorCode.BLOCKED, reason, status, retry_after, verdict.marker)
+    if status == 403:
+        return Outcome(Kind.BLOCKED, ErrorCode.BLOCKED, "HTTP 403", status, retry_after, "http_403")
     if 200 <= status < 400:
         return Outcome(Kind.OK, http_status=status)
     if status in TRANSIENT_STATUSES:
@@ -47,7 +63,7 @@ def classify_response(resp: FetchResponse) -> Outcome:
             ErrorCode.HTTP_ERROR,
             f"HTTP {status}",
             status,
-            parse_retry_after(resp.headers.get("retry-after")),
+            retry_after,
         )
     return Outcome(Kind.FATAL, ErrorCode.HTTP_ERROR, f"HTTP {status}", status)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import random
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,10 +25,12 @@ from streams.errors import FetchError
 from streams.fetchers.base import Fetcher, FetchRequest, FetchResponse
 from streams.metrics import StreamMetrics
 from streams.outcome import Kind, Outcome, classify_error, classify_response
+from streams.policy import Action, RetryPolicy, decide
 from streams.politeness import RobotsCache, SiteLimiter
 from streams.politeness.limits import Feedback
 
 log = logging.getLogger(__name__)
+_TIERS = ("http", "browser", "stealth")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,11 @@ class TierProcessor:
         self._robots = robots
         self._robots_opt_out = frozenset(worker_config.robots_opt_out_tenants)
         self._max_site_backlog = worker_config.max_site_backlog
+        self._retry = RetryPolicy(
+            max_attempts=worker_config.max_attempts_per_tier,
+            base_delay_s=worker_config.retry_base_delay_s,
+        )
+        self._rng = random.Random()
 
     async def handle(self, rec: InputRecord) -> None:
         try:
@@ -99,28 +107,102 @@ class TierProcessor:
         elapsed = time.monotonic() - started
         self._metrics.fetch_seconds.labels(self.tier).observe(elapsed)
         self._metrics.fetch_outcome.labels(self.tier, outcome.kind.value, outcome.code or "").inc()
-
-        result = self._result(job, outcome, response, elapsed)
-        metering = self._metering(job, outcome, response, elapsed)
-        headers = hdr.make(trace_id=trace_id, job_id=job["job_id"], tenant=job["tenant"])
-        key = job["job_id"].encode()
-        await self._producer.send_many(
-            [
-                (self._topics.metering, key, self._codec.encode("Metering", metering), headers),
-                (self._topics.results, key, self._codec.encode("ScrapeResult", result), headers),
-            ]
-        )
         if response is not None:
             self._metrics.fetched_bytes.labels(self.tier).inc(len(response.body))
-        self._metrics.results.labels(self.tier, result["status"]).inc()
+
+        decision = decide(
+            outcome,
+            tier=self.tier,
+            tier_attempt=job["tier_attempt"],
+            max_tier=job["max_tier"] if job["max_tier"] in _TIERS else "stealth",
+            policy=self._retry,
+            rng=self._rng,
+        )
+        headers = hdr.make(trace_id=trace_id, job_id=job["job_id"], tenant=job["tenant"])
+        key = job["job_id"].encode()
+        metering = self._metering(job, outcome, response, elapsed)
+        records = [(self._topics.metering, key, self._codec.encode("Metering", metering), headers)]
+        if decision.action is Action.FINISH:
+            result = self._result(job, outcome, response, elapsed, decision.code)
+            records.append(
+                (self._topics.results, key, self._codec.encode("ScrapeResult", result), headers)
+            )
+            self._metrics.results.labels(self.tier, result["status"]).inc()
+            what = result["status"]
+        elif decision.action is Action.RETRY:
+            bucket = delay_bucket(decision.delay_s)
+            retry = {
+                **job,
+                "attempt": job["attempt"] + 1,
+                "tier_attempt": job["tier_attempt"] + 1,
+                "not_before": datetime.now(UTC) + timedelta(seconds=decision.delay_s),
+            }
+            records.append(
+                (
+                    self._topics.delay(self.tier, bucket),
+                    rec.key,
+                    self._codec.encode("ScrapeRequest", retry),
+                    headers,
+                )
+            )
+            self._metrics.deferred.labels(self.tier, "retry", str(bucket)).inc()
+            what = f"retry in {bucket}s"
+        else:
+            assert decision.next_tier is not None
+            escalation = self._escalation(job, outcome, decision.next_tier)
+            upper = {
+                **job,
+                "tier": decision.next_tier,
+                "attempt": job["attempt"] + 1,
+                "tier_attempt": 1,
+                "not_before": None,
+            }
+            records += [
+                (
+                    self._topics.escalations,
+                    key,
+                    self._codec.encode("Escalation", escalation),
+                    headers,
+                ),
+                (
+                    self._topics.tier(decision.next_tier),
+                    rec.key,
+                    self._codec.encode("ScrapeRequest", upper),
+                    headers,
+                ),
+            ]
+            self._metrics.escalations.labels(
+                self.tier, decision.next_tier, outcome.marker or ""
+            ).inc()
+            what = f"escalated to {decision.next_tier}"
+        # Metering, result and hand-over go out together; the input is acked only after.
+        await self._producer.send_many(records)
         log.info(
-            "job %s %s in %.0f ms (%s)",
+            "job %s attempt %d %s in %.0f ms (%s)",
             job["job_id"],
-            result["status"],
+            job["attempt"],
+            what,
             elapsed * 1000,
-            outcome.code or outcome.http_status,
+            outcome.reason or outcome.http_status,
             extra=extra,
         )
+
+    def _escalation(self, job: dict[str, Any], outcome: Outcome, to_tier: str) -> dict[str, Any]:
+        return {
+            "event_id": derived_id(
+                job["tenant"], job["job_id"], "escalation", self.tier, str(job["attempt"])
+            ),
+            "job_id": job["job_id"],
+            "tenant": job["tenant"],
+            "url": job["url"],
+            "from_tier": self.tier,
+            "to_tier": to_tier,
+            "reason": outcome.reason or "blocked",
+            "http_status": outcome.http_status,
+            "marker": outcome.marker,
+            "created_at": datetime.now(UTC),
+            "trace_id": job["trace_id"],
+        }
 
     async def _polite_fetch(
         self, job: dict[str, Any], url: str, site: str
@@ -153,7 +235,7 @@ class TierProcessor:
                     session_id=opts["session_id"],
                 )
             )
-            outcome = classify_response(response)
+            outcome = classify_response(response, self.tier)
         except FetchError as exc:
             outcome = classify_error(exc)
         finally:
@@ -209,7 +291,12 @@ class TierProcessor:
         )
 
     def _result(
-        self, job: dict[str, Any], outcome: Outcome, resp: FetchResponse | None, elapsed: float
+        self,
+        job: dict[str, Any],
+        outcome: Outcome,
+        resp: FetchResponse | None,
+        elapsed: float,
+        code: ErrorCode | None = None,
     ) -> dict[str, Any]:
         body = resp.body if resp is not None and outcome.ok else None
         now = datetime.now(UTC)
@@ -224,7 +311,9 @@ class TierProcessor:
             "tier": self.tier,
             "attempts": job["attempt"],
             "status": "succeeded" if outcome.ok else "failed",
-            "error_code": None if outcome.ok else (outcome.code or ErrorCode.INTERNAL).value,
+            "error_code": None
+            if outcome.ok
+            else (code or outcome.code or ErrorCode.INTERNAL).value,
             "error_message": None if outcome.ok else outcome.reason,
             "http_status": resp.status if resp is not None else None,
             "content_type": resp.content_type if resp is not None else None,

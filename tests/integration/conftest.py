@@ -226,7 +226,11 @@ def stack(
         s3,
         tmp_path_factory.mktemp("stack"),
         [site],
-        {"SCRAPIFIE_WORKER__SITE_LIMITS": json.dumps(limits)},
+        {
+            "SCRAPIFIE_WORKER__SITE_LIMITS": json.dumps(limits),
+            # Short backoff keeps retries in the 5 s delay topic.
+            "SCRAPIFIE_WORKER__RETRY_BASE_DELAY_S": "0.5",
+        },
     ) as st:
         yield st
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -25,8 +26,27 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(302, b"", "text/plain", {"Location": "/page/0"})
         elif path == "/missing":
             self._send(404, b"not here", "text/plain")
+        elif path.startswith("/flaky/"):  # 503 on the first request per path, then the page
+            if self._first_time(path):
+                self._send(503, b"try later", "text/plain")
+            else:
+                self._send(200, page(1), "text/html")
+        elif path.startswith("/ratelimited/"):  # 429 + Retry-After first, then the page
+            if self._first_time(path):
+                self._send(429, b"slow down", "text/plain", {"Retry-After": "1"})
+            else:
+                self._send(200, page(2), "text/html")
+        elif path.startswith("/hang/"):  # never answers within any sane deadline
+            self.server.hits[path] = self.server.hits.get(path, 0) + 1  # type: ignore[attr-defined]
+            time.sleep(5)
+            self._send(200, b"too late", "text/plain")
         else:
             self._send(404, b"unknown", "text/plain")
+
+    def _first_time(self, path: str) -> bool:
+        hits: dict[str, int] = self.server.hits  # type: ignore[attr-defined]
+        hits[path] = hits.get(path, 0) + 1
+        return hits[path] == 1
 
     def _send(
         self, status: int, body: bytes, ctype: str, extra: dict[str, str] | None = None
@@ -49,7 +69,13 @@ class TargetSite:
     def __init__(self) -> None:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
+        self._server.hits = {}  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def hits(self) -> dict[str, int]:
+        """Requests seen per path, for the paths that count them."""
+        return self._server.hits  # type: ignore[attr-defined, no-any-return]
 
     @property
     def base(self) -> str:

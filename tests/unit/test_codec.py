@@ -76,6 +76,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "tier": "browser",
         "max_tier": "browser",
         "attempt": 3,
+        "tier_attempt": 2,
         "options": {
             "timeout_s": 12.5,
             "max_body_bytes": 1234567,
@@ -286,6 +287,7 @@ def test_decode_request_minimal_json_fills_defaults(codec: Codec) -> None:
         "tier": "http",
         "max_tier": "stealth",
         "attempt": 1,
+        "tier_attempt": 1,
         "options": {
             "timeout_s": None,
             "max_body_bytes": None,

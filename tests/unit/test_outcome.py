@@ -41,7 +41,7 @@ def test_3xx_not_followed_is_a_response_not_an_error(status: int) -> None:
     assert outcome.http_status == status
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 404, 410, 451, 501])
+@pytest.mark.parametrize("status", [400, 404, 410, 451, 501])
 def test_client_errors_and_non_transient_5xx_are_fatal(status: int) -> None:
     outcome = classify_response(response(status, retry_after="5"))
     assert outcome.kind is Kind.FATAL
@@ -116,3 +116,9 @@ def test_blocked_and_transient_are_retriable_fatal_is_not() -> None:
     assert TransientError(ErrorCode.TIMEOUT, "").retriable
     assert BlockedError(ErrorCode.BLOCKED, "").retriable
     assert not FatalError(ErrorCode.HTTP_ERROR, "").retriable
+
+
+@pytest.mark.parametrize(("status", "marker"), [(401, "http_401"), (403, "http_403")])
+def test_401_and_403_are_blocked_not_fatal(status: int, marker: str) -> None:
+    outcome = classify_response(response(status))
+    assert (outcome.kind, outcome.code, outcome.marker) == (Kind.BLOCKED, ErrorCode.BLOCKED, marker)

@@ -1,0 +1,124 @@
+"""Is this page the content, or something standing in front of it?
+
+One table of markers, easy to extend. A page behind a bot wall, a challenge or a login wall is
+``blocked`` whatever its HTTP status, so it is never reported as succeeded; a page that is an
+empty JavaScript shell is ``blocked`` for the http tier only (a browser would render it).
+This module detects; it never tries to get around anything.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+SCAN_BYTES = 128 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Marker:
+    name: str
+    pattern: re.Pattern[str]
+
+
+def _m(name: str, regex: str) -> Marker:
+    return Marker(name, re.compile(regex, re.IGNORECASE))
+
+
+# Challenge and bot-wall pages of common providers, and generic wording.
+BOT_WALL_MARKERS: tuple[Marker, ...] = (
+    _m(
+        "cloudflare_challenge",
+        r"cf-chl-|challenges\.cloudflare\.com|<title>just a moment\.\.\.</title>",
+    ),
+    _m("cloudflare_block", r"attention required! \| cloudflare|cf-error-details"),
+    _m("akamai_block", r"<title>access denied</title>[\s\S]{0,400}reference #"),
+    _m("perimeterx", r"px-captcha|_pxhd|perimeterx"),
+    _m("datadome", r"captcha-delivery\.com|datadome"),
+    _m("imperva", r"incapsula incident id|_incapsula_resource"),
+    _m("distil", r"pardon our interruption"),
+    _m("aws_waf", r"aws-waf-token|awswaf"),
+    _m("captcha", r"g-recaptcha|h-captcha|hcaptcha\.com|recaptcha/api\.js"),
+    _m(
+        "verify_human",
+        r"verify (that )?you are (a )?human|are you a robot|unusual traffic from your",
+    ),
+    _m("js_required_wall", r"please enable (javascript|js) and cookies to continue"),
+)
+
+LOGIN_PATHS = re.compile(
+    r"/(login|signin|sign-in|sign_in|auth|account/login|users/sign_in)\b", re.I
+)
+PASSWORD_FORM = re.compile(r"<input[^>]+type=[\"']?password", re.I)
+
+_SCRIPT_OR_STYLE = re.compile(r"<(script|style|noscript|template)\b[\s\S]*?</\1\s*>", re.I)
+_TAG = re.compile(r"<[^>]+>")
+_JS_APP_HINTS = re.compile(
+    r"<div[^>]+id=[\"'](root|app|__next|___gatsby|svelte)[\"'][^>]*>\s*</div>|"
+    r"enable javascript|requires javascript|<noscript>",
+    re.I,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    kind: str  # "content" | "bot_wall" | "login_wall" | "js_shell"
+    marker: str | None = None
+
+    @property
+    def blocked(self) -> bool:
+        return self.kind != "content"
+
+
+def decode_for_scan(body: bytes, content_type: str | None) -> str:
+    """Text for marker scanning: the declared charset if Python knows it, else UTF-8; never
+    raises on invalid bytes."""
+    charset = "utf-8"
+    if content_type and "charset=" in content_type.lower():
+        charset = (
+            content_type.lower().split("charset=", 1)[1].split(";")[0].strip(" \"'") or "utf-8"
+        )
+    head = body[:SCAN_BYTES]
+    try:
+        return head.decode(charset, errors="replace")
+    except LookupError:
+        return head.decode("utf-8", errors="replace")
+
+
+def visible_text_length(html: str) -> int:
+    text = _TAG.sub(" ", _SCRIPT_OR_STYLE.sub(" ", html))
+    return len("".join(text.split()))
+
+
+def inspect(
+    *,
+    tier: str,
+    status: int,
+    url: str,
+    final_url: str,
+    body: bytes,
+    content_type: str | None,
+    min_text_chars: int = 200,
+) -> Verdict:
+    """Classify a response body. Pure; looks at the first 128 KiB."""
+    is_html = content_type is None or "html" in content_type.lower()
+    text = decode_for_scan(body, content_type) if is_html else ""
+    for marker in BOT_WALL_MARKERS:
+        if text and marker.pattern.search(text):
+            return Verdict("bot_wall", marker.name)
+    if status == 401:
+        return Verdict("login_wall", "http_401")
+    if is_html and text:
+        moved_to_login = LOGIN_PATHS.search(
+            urlsplit(final_url).path or ""
+        ) and not LOGIN_PATHS.search(urlsplit(url).path or "")
+        if moved_to_login and PASSWORD_FORM.search(text):
+            return Verdict("login_wall", "redirected_to_login")
+        if (
+            tier == "http"
+            and 200 <= status < 300
+            and visible_text_length(text) < min_text_chars
+            and _JS_APP_HINTS.search(text)
+        ):
+            return Verdict("js_shell", "empty_js_shell")
+    return Verdict("content")
