@@ -49,4 +49,8 @@ class GatewayConfig(BaseModel):
     max_body_bytes: int = Field(1024 * 1024, description="Largest request body accepted.")
     max_wait_s: float = Field(60.0, description="Longest ?wait= accepted.")
     max_batch: int = Field(1000, description="Most jobs in one batch request.")
-    default_tier: str = Field("http", description="Tier of jobs that name none.")
+    default_tier: str = Field("auto", description="Tier of jobs that name none (auto: router).")
+    tiers: tuple[str, ...] = Field(
+        ("http", "browser", "stealth"),
+        description="Tiers this deployment runs workers for; jobs may name these or 'auto'.",
+    )

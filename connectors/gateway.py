@@ -34,7 +34,7 @@ from connectors.config import GatewayConfig
 from connectors.openapi import OPENAPI
 from connectors.sinks.pg import INSERT_QUEUED
 from connectors.storage import ObjectStore, StorageError
-from schemas import TIER_ORDER, default_codec, site_key
+from schemas import default_codec, site_key
 from schemas import headers as hdr
 from schemas.kafka import EventProducer, KafkaConfig
 from schemas.urls import InvalidURL, validate_url
@@ -70,14 +70,13 @@ class Gateway:
         dsn: str,
         store: ObjectStore,
         registry: CollectorRegistry,
-        enabled_tiers: tuple[str, ...] = ("http",),
     ) -> None:
         self._config = config
         self._kafka = kafka
         self._dsn = dsn
         self._store = store
         self._registry = registry
-        self._enabled_tiers = enabled_tiers
+        self._enabled_tiers = (*config.tiers, "auto")
         self._codec = default_codec()
         self._keys: dict[str, tuple[str, float]] = {}
         self._producer: EventProducer | None = None
@@ -243,9 +242,11 @@ class Gateway:
                 f"tier must be one of {', '.join(self._enabled_tiers)} (got {tier!r})",
             )
         # Default: escalate as far as this deployment has tier workers.
-        max_tier = body.get("max_tier") or self._enabled_tiers[-1]
-        if max_tier not in [t.value for t in TIER_ORDER]:
-            raise ApiError(400, "invalid_request", "max_tier must be http, browser or stealth")
+        max_tier = body.get("max_tier") or self._config.tiers[-1]
+        if max_tier not in self._config.tiers:
+            raise ApiError(
+                400, "invalid_request", f"max_tier must be one of {', '.join(self._config.tiers)}"
+            )
         job_id = body.get("job_id") or str(uuid.uuid4())
         try:
             job_id = str(uuid.UUID(str(job_id)))
@@ -273,7 +274,9 @@ class Gateway:
             )
         records = [
             (
-                self._kafka.topics.tier(j["tier"]),
+                self._kafka.topics.requests
+                if j["tier"] == "auto"
+                else self._kafka.topics.tier(j["tier"]),
                 site_key(j["url"]).encode(),
                 self._codec.encode("ScrapeRequest", j),
                 hdr.make(trace_id=j["trace_id"], job_id=j["job_id"], tenant=j["tenant"]),
@@ -297,7 +300,7 @@ class Gateway:
         try:
             assert self._pool is not None
             async with asyncio.timeout(2), self._pool.connection() as conn, conn.cursor() as cur:
-                await cur.executemany(INSERT_QUEUED, [{**j, "tier": j["tier"]} for j in jobs])
+                await cur.executemany(INSERT_QUEUED, jobs)
         except (psycopg.Error, TimeoutError) as exc:
             log.info("queued rows not written now (%s); the ledger sink will", exc)
 

@@ -29,7 +29,7 @@ from schemas.errors import DecodeError
 MAGIC: Final = b"\xc3\x01"
 HEADER_LEN: Final = 10
 
-RECORD_NAMES: Final = ("ScrapeRequest", "ScrapeResult", "Escalation", "Metering")
+RECORD_NAMES: Final = ("ScrapeRequest", "ScrapeResult", "Escalation", "Metering", "RouteFeedback")
 
 
 @dataclass(frozen=True, slots=True)

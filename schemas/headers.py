@@ -30,3 +30,26 @@ def get(
         if k == name:
             return v.decode("utf-8", "replace")
     return None
+
+
+def dlq(
+    original: Iterable[tuple[str, bytes]] | None,
+    reason: str,
+    detail: str,
+    topic: str,
+    partition: int,
+    offset: int,
+) -> Headers:
+    """Headers of a DLQ record: the original headers plus where it came from and why."""
+    return [
+        *(original or ()),
+        *make(
+            **{
+                DLQ_REASON: reason,
+                DLQ_DETAIL: detail[:1000],
+                DLQ_TOPIC: topic,
+                DLQ_PARTITION: str(partition),
+                DLQ_OFFSET: str(offset),
+            }
+        ),
+    ]

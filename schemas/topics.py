@@ -62,6 +62,13 @@ SPECS: Final[tuple[TopicSpec, ...]] = (
     TopicSpec("scrape.stealth", Key.SITE, "ScrapeRequest", 3, "jobs for the stealth tier"),
     TopicSpec("scrape.results", Key.JOB_ID, "ScrapeResult", 6, "one final result per job", _BIG),
     TopicSpec("scrape.escalations", Key.JOB_ID, "Escalation", 3, "tier hand-overs"),
+    TopicSpec(
+        "scrape.routing",
+        Key.SITE,
+        "RouteFeedback",
+        6,  # must equal scrape.requests: the router reads both into one table
+        "per-site outcomes the router learns from",
+    ),
     TopicSpec("scrape.metering", Key.JOB_ID, "Metering", 3, "usage per attempt"),
     *(
         TopicSpec(
@@ -118,6 +125,10 @@ class TopicSet:
     @property
     def metering(self) -> str:
         return self.name("scrape.metering")
+
+    @property
+    def routing(self) -> str:
+        return self.name("scrape.routing")
 
     @property
     def dlq(self) -> str:

@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--tier", default="http", choices=["http"])
     s.set_defaults(func=_worker)
 
+    s = sub.add_parser("router", help="run the learned router for tier=auto jobs (Faust)")
+    s.set_defaults(func=_router)
+
     s = sub.add_parser("sink", help="run the PostgreSQL + object-storage sinks")
     s.set_defaults(func=_sink)
 
@@ -99,6 +102,18 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     )
     worker = Worker(app, loglevel=settings.log_level.lower(), override_logging=False, quiet=True)
     worker.execute_from_commandline()  # returns via SystemExit on SIGTERM / SIGINT
+    return 0
+
+
+def _router(settings: Settings, _args: argparse.Namespace) -> int:
+    from faust import Worker
+
+    from streams.router import build_router
+
+    _metrics(settings, settings.router_metrics_port)
+    app = build_router(settings.kafka, settings.worker, REGISTRY, str(settings.data_dir / "faust"))
+    worker = Worker(app, loglevel=settings.log_level.lower(), override_logging=False, quiet=True)
+    worker.execute_from_commandline()
     return 0
 
 

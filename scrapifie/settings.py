@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     metrics_host: str = Field("127.0.0.1", description="Bind address of every /metrics endpoint.")
     worker_metrics_port: int = Field(9310, description="Metrics port of a worker (0: none).")
     sink_metrics_port: int = Field(9311, description="Metrics port of the sinks (0: none).")
+    router_metrics_port: int = Field(9312, description="Metrics port of the router (0: none).")
 
     api_key: SecretStr | None = Field(
         None, description="API key the CLI sends to the gateway (default: <data_dir>/api_key)."

@@ -58,7 +58,7 @@ def run_stack(settings: Settings, repo_root: Path, workers: int) -> int:
             postgres.start()
         asyncio.run(_prepare(settings, data))
         env = {**os.environ, "SCRAPIFIE_DATA_DIR": str(data)}
-        commands = [["worker", "--tier", "http"]] * workers + [["sink"], ["gateway"]]
+        commands = [["worker", "--tier", "http"]] * workers + [["router"], ["sink"], ["gateway"]]
         for i, cmd in enumerate(commands):
             child_env = dict(env)
             if cmd[0] == "worker" and i > 0:

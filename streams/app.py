@@ -22,6 +22,7 @@ from schemas import DELAYS_S, TopicSet, default_codec
 from schemas.kafka import EventProducer, KafkaConfig
 from streams.config import FetchConfig, WorkerConfig
 from streams.egress import EgressConfig, EgressFetcher, EgressPools
+from streams.faust_io import event_headers, raw_topic
 from streams.fetchers.http import HttpFetcher
 from streams.metrics import StreamMetrics
 from streams.ordered import OrderedAcks
@@ -62,14 +63,7 @@ def build_app(
         store="memory://",
         autodiscover=False,
     )
-    source = app.topic(
-        topics.tier(tier),
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        internal=False,
-    )
+    source = raw_topic(app, topics.tier(tier))
     metrics = StreamMetrics(registry)
 
     async def process(stream: Any) -> None:
@@ -113,7 +107,7 @@ def build_app(
                         offset=msg.offset,
                         key=msg.key,
                         value=msg.value,
-                        headers=list(_headers(msg.headers)),
+                        headers=list(event_headers(msg.headers)),
                     )
                     await window.submit(msg.tp, event, processor.handle(rec))
                 await window.join()
@@ -123,14 +117,7 @@ def build_app(
 
     app.agent(source, name=f"{tier}-processor", concurrency=1)(process)
     for seconds in DELAYS_S:
-        delay_topic = app.topic(
-            topics.delay(tier, seconds),
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-            internal=False,
-        )
+        delay_topic = raw_topic(app, topics.delay(tier, seconds))
         app.agent(delay_topic, name=f"{tier}-delay-{seconds}s", concurrency=1)(
             _releaser(tier, seconds, kafka, topics, metrics)
         )
@@ -154,16 +141,9 @@ def _releaser(
                 if wait > 0:
                     await asyncio.sleep(wait)
                 await producer.send(
-                    topics.tier(tier), msg.value, key=msg.key, headers=_headers(msg.headers)
+                    topics.tier(tier), msg.value, key=msg.key, headers=event_headers(msg.headers)
                 )
                 metrics.released.labels(tier, str(seconds)).inc()
                 await noack.ack(event)
 
     return release
-
-
-def _headers(raw: Any) -> list[tuple[str, bytes]]:
-    if not raw:
-        return []
-    items = raw.items() if isinstance(raw, dict) else raw
-    return [(str(k), bytes(v) if v is not None else b"") for k, v in items]

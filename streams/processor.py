@@ -7,6 +7,7 @@ in Kafka, so the caller may then acknowledge the input offset.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import logging
@@ -15,6 +16,8 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from aiokafka.errors import KafkaError
 
 from schemas import Codec, DecodeError, ErrorCode, TopicSet, delay_bucket, derived_id, site_key
 from schemas import headers as hdr
@@ -83,6 +86,16 @@ class TierProcessor:
         except DecodeError as exc:
             await self.to_dlq(rec, exc.reason, exc.detail)
             return
+        try:
+            await self._handle(rec, job)
+        except (asyncio.CancelledError, KafkaError):
+            raise  # shutdown, or Kafka refusing our output: the input stays unacked
+        except Exception as exc:
+            # A bug must not wedge the partition: the record goes to the DLQ with the error.
+            log.exception("job %s: processing failed", job.get("job_id"))
+            await self.to_dlq(rec, "processing_error", f"{type(exc).__name__}: {exc}")
+
+    async def _handle(self, rec: InputRecord, job: dict[str, Any]) -> None:
         trace_id = job["trace_id"] or hdr.get(rec.headers, hdr.TRACE_ID) or job["job_id"]
         job["trace_id"] = trace_id
         if job["created_at"].timestamp() <= 0:
@@ -175,6 +188,22 @@ class TierProcessor:
                 self.tier, decision.next_tier, outcome.marker or ""
             ).inc()
             what = f"escalated to {decision.next_tier}"
+        if outcome.ok or outcome.kind is Kind.BLOCKED:
+            feedback: dict[str, Any] = {
+                "site": site_key(job["url"]),
+                "tier": self.tier,
+                "blocked": outcome.kind is Kind.BLOCKED,
+                "marker": outcome.marker,
+                "created_at": datetime.now(UTC),
+            }
+            records.append(
+                (
+                    self._topics.routing,
+                    feedback["site"].encode(),
+                    self._codec.encode("RouteFeedback", feedback),
+                    [],
+                )
+            )
         # Metering, result and hand-over go out together; the input is acked only after.
         await self._producer.send_many(records)
         log.info(
@@ -272,18 +301,7 @@ class TierProcessor:
 
     async def to_dlq(self, rec: InputRecord, reason: str, detail: str) -> None:
         """Send the original bytes, key and headers to the DLQ with where they came from."""
-        headers = [
-            *rec.headers,
-            *hdr.make(
-                **{
-                    hdr.DLQ_REASON: reason,
-                    hdr.DLQ_DETAIL: detail[:1000],
-                    hdr.DLQ_TOPIC: rec.topic,
-                    hdr.DLQ_PARTITION: str(rec.partition),
-                    hdr.DLQ_OFFSET: str(rec.offset),
-                }
-            ),
-        ]
+        headers = hdr.dlq(rec.headers, reason, detail, rec.topic, rec.partition, rec.offset)
         await self._producer.send(self._topics.dlq, rec.value, key=rec.key, headers=headers)
         self._metrics.dlq.labels(rec.topic, reason).inc()
         log.warning(

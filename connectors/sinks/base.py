@@ -193,18 +193,7 @@ class SinkRunner:
             return
 
     async def _to_dlq(self, m: ConsumerRecord, reason: str, detail: str) -> None:
-        headers = [
-            *list(m.headers or ()),
-            *hdr.make(
-                **{
-                    hdr.DLQ_REASON: reason,
-                    hdr.DLQ_DETAIL: detail[:1000],
-                    hdr.DLQ_TOPIC: m.topic,
-                    hdr.DLQ_PARTITION: str(m.partition),
-                    hdr.DLQ_OFFSET: str(m.offset),
-                }
-            ),
-        ]
+        headers = hdr.dlq(list(m.headers or ()), reason, detail, m.topic, m.partition, m.offset)
         await self._producer.send(
             self._kafka.topics.dlq, m.value or b"", key=m.key, headers=headers
         )

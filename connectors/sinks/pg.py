@@ -31,10 +31,15 @@ ON CONFLICT (tenant_id, job_id) DO UPDATE SET
 WHERE jobs.status NOT IN ('succeeded', 'failed')
 """
 
+# A job is seen on scrape.requests (tier auto), then on the tier topic the router chose: the
+# second sighting only adds the router's reason; nothing here ever touches a final row.
 INSERT_QUEUED = """
-INSERT INTO jobs (job_id, tenant_id, url, status, requested_tier, trace_id, created_at)
-VALUES (%(job_id)s, %(tenant)s, %(url)s, 'queued', %(tier)s, %(trace_id)s, %(created_at)s)
-ON CONFLICT (tenant_id, job_id) DO NOTHING
+INSERT INTO jobs (job_id, tenant_id, url, status, requested_tier, trace_id, created_at,
+                  router_reason)
+VALUES (%(job_id)s, %(tenant)s, %(url)s, 'queued', %(tier)s, %(trace_id)s, %(created_at)s,
+        %(router_reason)s)
+ON CONFLICT (tenant_id, job_id) DO UPDATE SET router_reason = EXCLUDED.router_reason
+WHERE EXCLUDED.router_reason IS NOT NULL AND jobs.router_reason IS NULL
 """
 
 # Credits move only when the attempt row is new, so a replayed metering event charges once.

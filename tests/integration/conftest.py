@@ -180,6 +180,9 @@ def running_stack(
         "SCRAPIFIE_GATEWAY__PORT": str(gw_port),
         "SCRAPIFIE_WORKER_METRICS_PORT": str(free_port()),
         "SCRAPIFIE_SINK_METRICS_PORT": str(free_port()),
+        "SCRAPIFIE_ROUTER_METRICS_PORT": str(free_port()),
+        # Only the http tier runs in this stack.
+        "SCRAPIFIE_GATEWAY__TIERS": '["http"]',
         # Private targets are refused unless listed exactly (SSRF guard).
         "SCRAPIFIE_FETCH__ALLOW_PRIVATE": json.dumps(allow_private),
         **(extra_env or {}),
@@ -196,6 +199,7 @@ def running_stack(
     st = Stack(cfg, postgres.dsn, f"http://127.0.0.1:{gw_port}", api_key, s3, env, tmp / "logs")
     st.tenant = f"acme-{prefix}"
     st.start("worker", "worker", "--tier", "http")
+    st.start("router", "router")
     st.start("sink", "sink")
     st.start("gateway", "gateway")
     try:

@@ -145,6 +145,13 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "created_at": T0,
         "trace_id": "trace-4",
     },
+    "RouteFeedback": {
+        "site": "example.co.uk",
+        "tier": "http",
+        "blocked": True,
+        "marker": "empty_js_shell",
+        "created_at": T0,
+    },
 }
 
 

@@ -1,0 +1,28 @@
+"""Small helpers for Faust agents that read raw bytes and decode with our codec."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+
+def raw_topic(app: faust.App, name: str) -> Any:
+    """A topic whose keys and values reach the agent as the bytes on the wire (decoding is ours,
+    so an undecodable value becomes a DLQ record instead of an agent crash)."""
+    return app.topic(
+        name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        internal=False,
+    )
+
+
+def event_headers(raw: Any) -> list[tuple[str, bytes]]:
+    """Faust message headers (a dict or a list of pairs) as a list of (str, bytes) pairs."""
+    if not raw:
+        return []
+    items = raw.items() if isinstance(raw, dict) else raw
+    return [(str(k), bytes(v) if v is not None else b"") for k, v in items]
