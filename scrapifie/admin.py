@@ -37,6 +37,26 @@ async def ensure_topics(kafka: KafkaConfig, replication: int = 1) -> list[str]:
         await admin.close()
 
 
+async def ensure_topic(
+    kafka: KafkaConfig, name: str, partitions: int, config: dict[str, str], replication: int = 1
+) -> bool:
+    """Create one topic if missing (e.g. a Faust table's changelog); True if created now."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=kafka.bootstrap, client_id=f"{kafka.client_id}-admin"
+    )
+    await admin.start()
+    try:
+        if name in set(await admin.list_topics()):
+            return False
+        with contextlib.suppress(TopicAlreadyExistsError):
+            await admin.create_topics(
+                [NewTopic(name, partitions, replication, topic_configs=config)]
+            )
+        return True
+    finally:
+        await admin.close()
+
+
 async def list_topics(kafka: KafkaConfig) -> dict[str, int]:
     admin = AIOKafkaAdminClient(
         bootstrap_servers=kafka.bootstrap, client_id=f"{kafka.client_id}-admin"

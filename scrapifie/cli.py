@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -69,6 +70,16 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the report as JSON")
     s.set_defaults(func=_verify)
 
+    s = sub.add_parser("submit", help="submit a file of URLs or JSON jobs (progress bar)")
+    s.add_argument("file", type=Path)
+    s.add_argument("--wait", type=float, default=0, help="then wait up to S seconds for results")
+    s.set_defaults(func=_submit)
+
+    s = sub.add_parser("results", help="print results from scrape.results as JSON lines")
+    s.add_argument("--follow", action="store_true", help="keep printing new results (Ctrl-C stops)")
+    s.add_argument("--from-beginning", action="store_true")
+    s.set_defaults(func=_results)
+
     s = sub.add_parser("scrape", help="submit one URL through the gateway and print the result")
     s.add_argument("url")
     s.add_argument("--tier", default=None)
@@ -108,10 +119,19 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 def _router(settings: Settings, _args: argparse.Namespace) -> int:
     from faust import Worker
 
-    from streams.router import build_router
+    from scrapifie.admin import ensure_topic
+    from streams.router import CHANGELOG_PARTITIONS, build_router, changelog_topic
 
     _metrics(settings, settings.router_metrics_port)
     app = build_router(settings.kafka, settings.worker, REGISTRY, str(settings.data_dir / "faust"))
+    asyncio.run(
+        ensure_topic(
+            settings.kafka,
+            changelog_topic(app),
+            CHANGELOG_PARTITIONS,
+            {"cleanup.policy": "compact"},
+        )
+    )
     worker = Worker(app, loglevel=settings.log_level.lower(), override_logging=False, quiet=True)
     worker.execute_from_commandline()
     return 0
@@ -267,6 +287,22 @@ def _verify(settings: Settings, args: argparse.Namespace) -> int:
     from scrapifie.verify import run_verify
 
     return run_verify(settings, args)
+
+
+def _submit(settings: Settings, args: argparse.Namespace) -> int:
+    from scrapifie.client import submit
+
+    return submit(settings.gateway_url, api_key(settings), args.file, args.wait)
+
+
+def _results(settings: Settings, args: argparse.Namespace) -> int:
+    from scrapifie.client import follow_results
+
+    if not args.follow and not args.from_beginning:
+        raise SystemExit("use --follow (new results) and/or --from-beginning")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(follow_results(settings.kafka, args.from_beginning, args.follow))
+    return 0
 
 
 def _up(settings: Settings, args: argparse.Namespace) -> int:

@@ -24,6 +24,14 @@ log = logging.getLogger(__name__)
 _TIERS = [t.value for t in TIER_ORDER]
 
 
+CHANGELOG_PARTITIONS = 6  # = scrape.requests and scrape.routing
+
+
+def changelog_topic(app: faust.App) -> str:
+    """Name of the router table's changelog topic (compacted, CHANGELOG_PARTITIONS)."""
+    return str(app.conf.scrapifie_changelog)
+
+
 def build_router(
     kafka: KafkaConfig, worker: WorkerConfig, registry: CollectorRegistry, datadir: str
 ) -> faust.App:
@@ -34,9 +42,9 @@ def build_router(
         datadir=datadir,
         web_enabled=False,
         topic_disable_leader=True,
-        # Faust creates the table's changelog topic itself; our topics are internal=False and
-        # are never declared by it.
-        topic_allow_declare=True,
+        # The table's changelog topic is created before the worker starts (scrapifie router):
+        # Faust declaring it itself raced the first table write (PartitionsMismatch, 0 partitions).
+        topic_allow_declare=False,
         consumer_auto_offset_reset="earliest",
         store="memory://",
         autodiscover=False,
@@ -44,7 +52,9 @@ def build_router(
     )
     requests = raw_topic(app, topics.requests)
     feedback = raw_topic(app, topics.routing)
-    routes = app.Table("site-routes", default=None, partitions=6, key_type=str, value_type=dict)
+    routes = app.Table(
+        "site-routes", default=None, partitions=CHANGELOG_PARTITIONS, key_type=str, value_type=dict
+    )
     policy = RoutingPolicy()
     routed = Counter(
         "scrapifie_routed_total",
@@ -100,6 +110,7 @@ def build_router(
                 )
             await noack.ack(event)
 
+    app.conf.scrapifie_changelog = routes.changelog_topic.get_topic_name()
     app.agent(requests, name="router", concurrency=1)(route)
     app.agent(feedback, name="router-learn", concurrency=1)(learn)
     return app

@@ -191,13 +191,13 @@ def running_stack(
     async def prepare() -> str:
         await ensure_topics(cfg)
         await migrate(postgres.dsn)
-        return await add_tenant(postgres.dsn, f"acme-{prefix}", 1_000_000)
+        return await add_tenant(postgres.dsn, f"acme-{prefix.rstrip('.')}", 1_000_000)
 
     # A thread of its own: callers may be async tests with a running loop.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         api_key = pool.submit(asyncio.run, prepare()).result()
     st = Stack(cfg, postgres.dsn, f"http://127.0.0.1:{gw_port}", api_key, s3, env, tmp / "logs")
-    st.tenant = f"acme-{prefix}"
+    st.tenant = f"acme-{prefix.rstrip('.')}"
     st.start("worker", "worker", "--tier", "http")
     st.start("router", "router")
     st.start("sink", "sink")
