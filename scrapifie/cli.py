@@ -21,11 +21,21 @@ log = logging.getLogger("scrapifie")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import httpx
+
     parser = _parser()
     args = parser.parse_args(argv)
     settings = Settings()
     logs.setup(settings.log_level, settings.log_format, args.command)
-    result: int = args.func(settings, args)
+    try:
+        result: int = args.func(settings, args)
+    except httpx.ConnectError as exc:
+        print(
+            f"cannot reach the gateway at {settings.gateway_url} ({exc}); is `scrapifie up` "
+            "running? (SCRAPIFIE_GATEWAY_URL points elsewhere)",
+            file=sys.stderr,
+        )
+        return 2
     return result
 
 

@@ -68,6 +68,7 @@ def run_stack(settings: Settings, repo_root: Path, workers: int) -> int:
             children.append(
                 subprocess.Popen([sys.executable, "-m", "scrapifie", *cmd], env=child_env)
             )
+        _wait_for_gateway(settings, children)
         log.info(
             "ready: gateway http://%s:%d  (API key in %s)",
             settings.gateway.host,
@@ -107,3 +108,21 @@ async def _prepare(settings: Settings, data: Path) -> None:
         key_file.write_text(key + "\n")
         key_file.chmod(0o600)
         log.info("created tenant 'default'; its API key is in %s", key_file)
+
+
+def _wait_for_gateway(settings: Settings, children: list[subprocess.Popen[bytes]]) -> None:
+    """Block until the gateway answers /readyz (Kafka and PostgreSQL reachable)."""
+    import httpx
+
+    url = f"http://{settings.gateway.host}:{settings.gateway.port}/readyz"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if any(c.poll() is not None for c in children):
+            return  # the supervisor loop reports which one exited
+        try:
+            if httpx.get(url, timeout=2, trust_env=False).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    log.warning("gateway not ready after 120 s; see the logs above")
