@@ -43,7 +43,7 @@ def producer_kwargs(cfg: KafkaConfig, role: str) -> dict[str, Any]:
         "enable_idempotence": True,
         "acks": "all",
         "max_request_size": cfg.max_message_bytes + 64 * 1024,
-        "linger_ms": 5,
+        "linger_ms": 1,  # batching still happens under load; 5 ms cost p50 latency
         "request_timeout_ms": 30_000,
         "retry_backoff_ms": 200,
     }

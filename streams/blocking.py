@@ -12,51 +12,66 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-SCAN_BYTES = 128 * 1024
+SCAN_BYTES = 128 * 1024  # login and JS-shell checks
+WALL_SCAN_BYTES = 16 * 1024  # bot-wall markers: challenge pages are small
 
 
 @dataclass(frozen=True, slots=True)
 class Marker:
+    """``hints`` are plain lower-case substrings; the regex runs only when one is present (a
+    substring search is ~20x cheaper than a case-insensitive regex over the page)."""
+
     name: str
+    hints: tuple[str, ...]
     pattern: re.Pattern[str]
 
 
-def _m(name: str, regex: str) -> Marker:
-    return Marker(name, re.compile(regex, re.IGNORECASE))
+def _m(name: str, hints: tuple[str, ...], regex: str) -> Marker:
+    return Marker(name, hints, re.compile(regex))
 
 
-# Challenge and bot-wall pages of common providers, and generic wording.
+# Challenge and bot-wall pages of common providers, and generic wording. Matched against the
+# lower-cased first WALL_SCAN_BYTES of the page (such pages are small).
 BOT_WALL_MARKERS: tuple[Marker, ...] = (
     _m(
         "cloudflare_challenge",
+        ("cf-chl-", "challenges.cloudflare.com", "just a moment"),
         r"cf-chl-|challenges\.cloudflare\.com|<title>just a moment\.\.\.</title>",
     ),
-    _m("cloudflare_block", r"attention required! \| cloudflare|cf-error-details"),
-    _m("akamai_block", r"<title>access denied</title>[\s\S]{0,400}reference #"),
-    _m("perimeterx", r"px-captcha|_pxhd|perimeterx"),
-    _m("datadome", r"captcha-delivery\.com|datadome"),
-    _m("imperva", r"incapsula incident id|_incapsula_resource"),
-    _m("distil", r"pardon our interruption"),
-    _m("aws_waf", r"aws-waf-token|awswaf"),
-    _m("captcha", r"g-recaptcha|h-captcha|hcaptcha\.com|recaptcha/api\.js"),
+    _m(
+        "cloudflare_block",
+        ("cloudflare", "cf-error-details"),
+        r"attention required! \| cloudflare|cf-error-details",
+    ),
+    _m("akamai_block", ("access denied",), r"<title>access denied</title>[\s\S]{0,400}reference #"),
+    _m("perimeterx", ("px-captcha", "_pxhd", "perimeterx"), r"px-captcha|_pxhd|perimeterx"),
+    _m("datadome", ("captcha-delivery.com", "datadome"), r"captcha-delivery\.com|datadome"),
+    _m("imperva", ("incapsula",), r"incapsula incident id|_incapsula_resource"),
+    _m("distil", ("pardon our interruption",), r"pardon our interruption"),
+    _m("aws_waf", ("aws-waf-token", "awswaf"), r"aws-waf-token|awswaf"),
+    _m("captcha", ("captcha",), r"g-recaptcha|h-captcha|hcaptcha\.com|recaptcha/api\.js"),
     _m(
         "verify_human",
+        ("human", "robot", "unusual traffic"),
         r"verify (that )?you are (a )?human|are you a robot|unusual traffic from your",
     ),
-    _m("js_required_wall", r"please enable (javascript|js) and cookies to continue"),
+    _m(
+        "js_required_wall",
+        ("enable javascript and cookies", "enable js and cookies"),
+        r"please enable (javascript|js) and cookies to continue",
+    ),
 )
 
 LOGIN_PATHS = re.compile(
     r"/(login|signin|sign-in|sign_in|auth|account/login|users/sign_in)\b", re.I
 )
-PASSWORD_FORM = re.compile(r"<input[^>]+type=[\"']?password", re.I)
+PASSWORD_FORM = re.compile(r"<input[^>]+type=[\"']?password")
 
-_SCRIPT_OR_STYLE = re.compile(r"<(script|style|noscript|template)\b[\s\S]*?</\1\s*>", re.I)
+_SCRIPT_OR_STYLE = re.compile(r"<(script|style|noscript|template)\b[\s\S]*?</\1\s*>")
 _TAG = re.compile(r"<[^>]+>")
 _JS_APP_HINTS = re.compile(
     r"<div[^>]+id=[\"'](root|app|__next|___gatsby|svelte)[\"'][^>]*>\s*</div>|"
     r"enable javascript|requires javascript|<noscript>",
-    re.I,
 )
 
 
@@ -86,6 +101,7 @@ def decode_for_scan(body: bytes, content_type: str | None) -> str:
 
 
 def visible_text_length(html: str) -> int:
+    """Non-space characters outside tags, scripts and styles."""
     text = _TAG.sub(" ", _SCRIPT_OR_STYLE.sub(" ", html))
     return len("".join(text.split()))
 
@@ -102,9 +118,10 @@ def inspect(
 ) -> Verdict:
     """Classify a response body. Pure; looks at the first 128 KiB."""
     is_html = content_type is None or "html" in content_type.lower()
-    text = decode_for_scan(body, content_type) if is_html else ""
+    text = decode_for_scan(body, content_type).lower() if is_html else ""
+    head = text[:WALL_SCAN_BYTES]
     for marker in BOT_WALL_MARKERS:
-        if text and marker.pattern.search(text):
+        if any(h in head for h in marker.hints) and marker.pattern.search(head):
             return Verdict("bot_wall", marker.name)
     if status == 401:
         return Verdict("login_wall", "http_401")
@@ -117,8 +134,8 @@ def inspect(
         if (
             tier == "http"
             and 200 <= status < 300
-            and visible_text_length(text) < min_text_chars
             and _JS_APP_HINTS.search(text)
+            and visible_text_length(text) < min_text_chars
         ):
             return Verdict("js_shell", "empty_js_shell")
     return Verdict("content")

@@ -336,7 +336,7 @@ class TierProcessor:
             "http_status": resp.status if resp is not None else None,
             "content_type": resp.content_type if resp is not None else None,
             "content_encoding": "gzip",
-            "content": gzip.compress(body, compresslevel=5, mtime=0) if body is not None else None,
+            "content": gzip.compress(body, compresslevel=1, mtime=0) if body is not None else None,
             "content_bytes": len(body) if body is not None else 0,
             "content_sha256": hashlib.sha256(body).hexdigest() if body is not None else None,
             "response_headers": dict(resp.headers) if resp is not None else {},

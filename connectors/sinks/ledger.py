@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from connectors.sinks.base import Decoded
-from connectors.sinks.pg import INSERT_ATTEMPT, INSERT_QUEUED, PgWriter
+from connectors.sinks.pg import INSERT_ATTEMPTS, INSERT_QUEUED, PgWriter, attempts_params
 from schemas import TIER_ORDER, TopicSet
 
 
@@ -35,4 +35,6 @@ class LedgerSink:
                 if d.value["created_at"].timestamp() <= 0:  # JSON producers may omit it
                     d.value["created_at"] = datetime.now(UTC)
                 queued.append(d.value)
-        await self._db.execute_many([(INSERT_QUEUED, queued), (INSERT_ATTEMPT, attempts)])
+        await self._db.execute_many(
+            [(INSERT_QUEUED, queued), (INSERT_ATTEMPTS, attempts_params(attempts))]
+        )

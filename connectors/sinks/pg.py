@@ -42,20 +42,46 @@ ON CONFLICT (tenant_id, job_id) DO UPDATE SET router_reason = EXCLUDED.router_re
 WHERE EXCLUDED.router_reason IS NOT NULL AND jobs.router_reason IS NULL
 """
 
-# Credits move only when the attempt row is new, so a replayed metering event charges once.
-INSERT_ATTEMPT = """
+# One statement per batch: the rows arrive as arrays, credits move only for attempt rows that
+# are new (a replayed metering event charges once), summed per tenant so that a batch updates
+# each tenant row once instead of once per event.
+INSERT_ATTEMPTS = """
 WITH ins AS (
     INSERT INTO attempts (event_id, job_id, tenant_id, tier, attempt, outcome, error_code,
                           http_status, bytes, duration_ms, credits, created_at)
-    VALUES (%(event_id)s, %(job_id)s, %(tenant)s, %(tier)s, %(attempt)s, %(outcome)s,
-            %(error_code)s, %(http_status)s, %(bytes)s, %(duration_ms)s, %(credits)s,
-            %(created_at)s)
+    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::int[], %s::text[],
+                         %s::text[], %s::int[], %s::bigint[], %s::int[], %s::int[],
+                         %s::timestamptz[])
     ON CONFLICT (event_id) DO NOTHING
     RETURNING tenant_id, credits
+), charged AS (
+    SELECT tenant_id, sum(credits) AS credits FROM ins GROUP BY tenant_id
 )
-UPDATE tenants SET credits = tenants.credits - ins.credits
-FROM ins WHERE tenants.tenant_id = ins.tenant_id AND ins.credits <> 0
+UPDATE tenants SET credits = tenants.credits - charged.credits
+FROM charged WHERE tenants.tenant_id = charged.tenant_id AND charged.credits <> 0
 """
+
+_ATTEMPT_COLUMNS = (
+    "event_id",
+    "job_id",
+    "tenant",
+    "tier",
+    "attempt",
+    "outcome",
+    "error_code",
+    "http_status",
+    "bytes",
+    "duration_ms",
+    "credits",
+    "created_at",
+)
+
+
+def attempts_params(rows: Sequence[dict[str, Any]]) -> list[list[list[Any]]]:
+    """INSERT_ATTEMPTS' parameters: one set of column arrays (none for an empty batch)."""
+    if not rows:
+        return []
+    return [[[r[c] for r in rows] for c in _ATTEMPT_COLUMNS]]
 
 
 class PgWriter:
@@ -94,10 +120,8 @@ class PgWriter:
             raise
         return {(r[0], r[1]) for r in rows}
 
-    async def execute_many(
-        self, statements: Sequence[tuple[str, Sequence[dict[str, Any]]]]
-    ) -> None:
-        """Run every (sql, rows) pair in one transaction."""
+    async def execute_many(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Run every (sql, parameter sets) pair in one transaction."""
         conn = await self._connection()
         try:
             async with conn.transaction(), conn.cursor() as cur:

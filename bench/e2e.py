@@ -1,0 +1,423 @@
+"""The http tier end to end: jobs produced to Kafka → results on ``scrape.results`` → rows in
+PostgreSQL and objects stored.
+
+Clocks: every time here is wall-clock (``time.time()``) on this machine.
+
+* submit: just before the ScrapeRequest is handed to the producer (the project's own producer
+  settings, ``schemas.kafka.producer_kwargs``: idempotent, acks=all, linger 5 ms);
+* result: when our plain aiokafka consumer of ``scrape.results`` receives the record (the
+  record's CreateTime, stamped by the worker's producer, is kept as ``emitted``);
+* row: the job row's ``updated_at`` (PostgreSQL ``now()``, the start of the sink's upsert
+  transaction, a few ms before it commits), read once all rows are final.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import psycopg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from bench.procs import CpuMeter
+from bench.profile import (
+    PySpy,
+    load_pyinstrument,
+    load_pyspy,
+    pyinstrument_html,
+    pyinstrument_wrapper,
+    summarize,
+)
+from bench.progress import Progress
+from bench.stack import REPO, BenchStack, Proc
+from bench.stats import rate, summary_ms
+from schemas import Codec, site_key
+from schemas.kafka import KafkaConfig, producer_kwargs
+
+FINAL = ("succeeded", "failed")
+WARMUP_TIMEOUT_S = 120.0  # includes the worker's start-up and joining its consumer group
+
+
+@dataclass
+class Batch:
+    """Jobs of one phase: a tenant of their own, submit and arrival times by job id."""
+
+    tenant: str
+    submitted: dict[str, float] = field(default_factory=dict)
+    acked: dict[str, float] = field(default_factory=dict)
+
+
+class Driver:
+    """Produces jobs and watches their results; an async context manager."""
+
+    def __init__(self, kafka: KafkaConfig, dsn: str, progress: Progress) -> None:
+        self.kafka = kafka
+        self.watch: list[Proc] = []  # processes that must stay alive while we wait
+        self.dsn = dsn
+        self.progress = progress
+        self.codec = Codec()
+        self.arrived: dict[str, float] = {}
+        self.emitted: dict[str, float] = {}
+        self._waiters: dict[str, asyncio.Future[float]] = {}
+        self._producer = AIOKafkaProducer(**producer_kwargs(kafka, "bench"))
+        self._consumer = AIOKafkaConsumer(
+            kafka.topics.results,
+            bootstrap_servers=kafka.bootstrap,
+            group_id=None,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            fetch_max_wait_ms=50,
+            max_partition_fetch_bytes=kafka.max_message_bytes + 65536,
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Driver:
+        await self._producer.start()
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._watch())
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._consumer.stop()
+        await self._producer.stop()
+
+    async def _watch(self) -> None:
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200)
+            now = time.time()
+            for msgs in batches.values():
+                for m in msgs:
+                    job_id = (m.key or b"").decode()
+                    if job_id in self.arrived:
+                        continue
+                    self.arrived[job_id] = now
+                    self.emitted[job_id] = m.timestamp / 1000
+                    fut = self._waiters.pop(job_id, None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(now)
+
+    def _request(self, url: str, tenant: str) -> tuple[str, bytes]:
+        job_id = str(uuid.uuid4())
+        value = self.codec.encode(
+            "ScrapeRequest",
+            {
+                "job_id": job_id,
+                "tenant": tenant,
+                "url": url,
+                "created_at": datetime.now(UTC),
+                "options": {},
+                "trace_id": job_id,
+            },
+        )
+        return job_id, value
+
+    async def submit_many(self, urls: list[str], tenant: str) -> Batch:
+        """Produce one job per URL as fast as the producer takes them."""
+        batch = Batch(tenant)
+        topic = self.kafka.topics.tier("http")
+        futures = []
+        for url in urls:
+            job_id, value = self._request(url, tenant)
+            batch.submitted[job_id] = time.time()
+            futures.append(await self._producer.send(topic, value, key=site_key(url).encode()))
+        await asyncio.gather(*futures)
+        done = time.time()
+        batch.acked = dict.fromkeys(batch.submitted, done)
+        return batch
+
+    async def submit_one_and_wait(self, url: str, batch: Batch, timeout_s: float) -> None:
+        job_id, value = self._request(url, batch.tenant)
+        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._waiters[job_id] = fut
+        batch.submitted[job_id] = time.time()
+        await self._producer.send_and_wait(
+            self.kafka.topics.tier("http"), value, key=site_key(url).encode()
+        )
+        batch.acked[job_id] = time.time()
+        try:
+            await asyncio.wait_for(fut, timeout_s)
+        except TimeoutError:
+            self._waiters.pop(job_id, None)
+
+    def _check_alive(self) -> None:
+        for proc in self.watch:
+            if not proc.alive():
+                raise RuntimeError(
+                    f"{proc.name} exited with {proc.popen.returncode}; log tail:\n"
+                    + proc.log_tail(15)
+                )
+
+    async def wait_results(self, batch: Batch, timeout_s: float) -> int:
+        """Wait until every job of ``batch`` has a result (or timeout); returns how many do."""
+        deadline = time.monotonic() + timeout_s
+        missing = set(batch.submitted)
+        while True:
+            self._check_alive()
+            missing = {j for j in missing if j not in self.arrived}
+            got = len(batch.submitted) - len(missing)
+            self.progress.update(got, len(batch.submitted), "results")
+            if not missing or time.monotonic() > deadline:
+                return got
+            await asyncio.sleep(0.02)
+
+    async def wait_rows(self, batch: Batch, timeout_s: float) -> dict[str, tuple[str, float]]:
+        """Wait until every job of ``batch`` has a final row; returns status and row time."""
+        deadline = time.monotonic() + timeout_s
+        n = len(batch.submitted)
+        async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
+            while True:
+                self._check_alive()
+                cur = await conn.execute(
+                    "SELECT count(*) FROM jobs WHERE tenant_id = %s AND status = ANY(%s)",
+                    (batch.tenant, list(FINAL)),
+                )
+                row = await cur.fetchone()
+                got = int(row[0]) if row else 0
+                self.progress.update(got, n, "rows")
+                if got >= n or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.05)
+            cur = await conn.execute(
+                "SELECT job_id, status, extract(epoch FROM updated_at)::float8 FROM jobs"
+                " WHERE tenant_id = %s AND status = ANY(%s)",
+                (batch.tenant, list(FINAL)),
+            )
+            return {r[0]: (r[1], float(r[2])) for r in await cur.fetchall()}
+
+    def report(
+        self, batch: Batch, rows: dict[str, tuple[str, float]], objects_root: Path | None
+    ) -> dict[str, Any]:
+        jobs = list(batch.submitted)
+        first = min(batch.submitted.values())
+        arrived = [self.arrived[j] for j in jobs if j in self.arrived]
+        to_result = [self.arrived[j] - batch.submitted[j] for j in jobs if j in self.arrived]
+        emitted = [self.emitted[j] - batch.submitted[j] for j in jobs if j in self.emitted]
+        to_ack = [batch.acked[j] - batch.submitted[j] for j in jobs if j in batch.acked]
+        to_row = [rows[j][1] - batch.submitted[j] for j in jobs if j in rows]
+        statuses = [rows[j][0] for j in jobs if j in rows]
+        out: dict[str, Any] = {
+            "tenant": batch.tenant,
+            "jobs": len(jobs),
+            "results": len(arrived),
+            "rows": len(to_row),
+            "succeeded": statuses.count("succeeded"),
+            "failed": statuses.count("failed"),
+            "complete": len(arrived) == len(jobs) and len(to_row) == len(jobs),
+            "submit_seconds": round(max(batch.submitted.values()) - first, 3),
+            "submit_to_ack_ms": summary_ms(to_ack),
+            "submit_to_result_ms": summary_ms(to_result),
+            "submit_to_emitted_ms": summary_ms(emitted),
+            "submit_to_row_ms": summary_ms(to_row),
+        }
+        if arrived:
+            out["result_pages_per_s"] = rate(len(arrived), max(arrived) - first)
+            s = sorted(arrived)
+            lo, hi = s[len(s) // 10], s[(len(s) * 9) // 10]
+            out["result_pages_per_s_steady"] = rate(len(s) * 8 // 10, hi - lo)
+        if to_row:
+            out["row_pages_per_s"] = rate(len(to_row), max(rows[j][1] for j in rows) - first)
+        if objects_root is not None:
+            out["objects"] = count_files(objects_root / "content" / batch.tenant)
+        return out
+
+
+def count_files(root: Path) -> int:
+    return sum(len(files) for _, _, files in os.walk(root))
+
+
+class InFlightSampler:
+    """Samples the worker's ``scrapifie_fetches_in_flight`` gauge from its /metrics endpoint
+    (every 0.5 s: rendering the metrics costs the worker CPU too)."""
+
+    def __init__(self, port: int, interval_s: float = 0.5) -> None:
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.interval_s = interval_s
+        self.samples: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        import aiohttp
+
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            while True:
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with session.get(self.url) as resp:
+                        for line in (await resp.text()).splitlines():
+                            if line.startswith("scrapifie_fetches_in_flight{"):
+                                self.samples.append(float(line.rsplit(" ", 1)[1]))
+                await asyncio.sleep(self.interval_s)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> dict[str, float]:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if not self.samples:
+            return {}
+        busy = [s for s in self.samples if s > 0] or [0.0]
+        return {"max": max(self.samples), "mean_while_busy": round(sum(busy) / len(busy), 1)}
+
+
+@dataclass
+class E2EPlan:
+    in_flight: list[int]  # worker max_in_flight per round; the first round also measures latency
+    warmup_jobs: int
+    latency_jobs: int
+    timeout_s: float
+    profiler: str | None  # "py-spy", "pyinstrument" or None
+    profile_stem: Path  # profile files: <stem>-pyspy.txt or <stem>.pyisession (+ .html)
+    nginx_pid: int | None
+
+
+async def run_e2e(
+    stack: BenchStack, urls: list[str], plan: E2EPlan, progress: Progress
+) -> dict[str, Any]:
+    """One sink for the whole suite; one worker per round (restarted with another in-flight)."""
+    prefix = await stack.new_prefix("e2e")
+    kafka = stack.kafka_config(prefix)
+    out: dict[str, Any] = {"prefix": prefix, "throughput": [], "latency": None, "profile": None}
+    sink = stack.spawn("sink", ["sink"], stack.env(prefix))
+    try:
+        async with Driver(kafka, stack.dsn, progress) as driver:
+            for i, mif in enumerate(plan.in_flight):
+                round_ = _Round(stack, driver, prefix, urls, plan, progress, sink, mif)
+                rep = await round_.run(latency=i == 0)
+                if i == 0:
+                    out["latency"] = rep.pop("latency")
+                out["throughput"].append(rep)
+            if plan.profiler:
+                round_ = _Round(
+                    stack, driver, prefix, urls, plan, progress, sink, plan.in_flight[0]
+                )
+                out["profile"] = await round_.run(latency=False, profiler=plan.profiler)
+    finally:
+        await asyncio.to_thread(stack.stop, sink)
+    out["sink_peak_rss_bytes"] = sink.peak_rss_bytes
+    return out
+
+
+@dataclass
+class _Round:
+    stack: BenchStack
+    driver: Driver
+    prefix: str
+    urls: list[str]
+    plan: E2EPlan
+    progress: Progress
+    sink: Proc
+    in_flight: int
+
+    @property
+    def objects_root(self) -> Path:
+        return self.stack.workdir / "data" / "objects"
+
+    async def _batch(
+        self, urls: list[str], tenant: str, timeout_s: float
+    ) -> tuple[Batch, dict[str, Any]]:
+        await self.stack.add_tenant(tenant)
+        batch = await self.driver.submit_many(urls, tenant)
+        await self.driver.wait_results(batch, timeout_s)
+        rows = await self.driver.wait_rows(batch, timeout_s)
+        return batch, self.driver.report(batch, rows, self.objects_root)
+
+    async def run(self, latency: bool, profiler: str | None = None) -> dict[str, Any]:
+        mif = self.in_flight
+        tag = f"{mif}-{profiler}" if profiler else str(mif)
+        env = self.stack.env(self.prefix, SCRAPIFIE_WORKER__MAX_IN_FLIGHT=str(mif))
+        stem = self.plan.profile_stem
+        profile_file = (
+            stem.with_name(stem.name + ".pyisession")
+            if profiler == "pyinstrument"
+            else stem.with_name(stem.name + "-pyspy.txt")
+        )
+        wrapper = pyinstrument_wrapper(profile_file) if profiler == "pyinstrument" else None
+        worker = self.stack.spawn(f"worker-{tag}", ["worker", "--tier", "http"], env, wrapper)
+        out: dict[str, Any] = {"max_in_flight": mif}
+        try:
+            self.progress.phase(
+                f"e2e [{tag}]: worker start, warm-up with {self.plan.warmup_jobs} jobs"
+            )
+            self.driver.watch = [worker, self.sink]
+            _, warm = await self._batch(
+                self.urls[: self.plan.warmup_jobs], f"bench-warmup-{tag}", WARMUP_TIMEOUT_S
+            )
+            if not warm["complete"]:
+                raise RuntimeError(
+                    f"warm-up incomplete ({warm['results']} results, {warm['rows']} rows of "
+                    f"{warm['jobs']}) after {WARMUP_TIMEOUT_S:g}s; see the worker and sink logs"
+                )
+            if latency:
+                out["latency"] = await self._latency()
+            self.progress.phase(f"e2e [{tag}]: {len(self.urls):,} jobs at once")
+            tenant = f"bench-c{tag}"
+            await self.stack.add_tenant(tenant)
+            sampler = InFlightSampler(int(env["SCRAPIFIE_WORKER_METRICS_PORT"]))
+            meter = CpuMeter(
+                {
+                    "worker": worker.pid,
+                    "sink": self.sink.pid,
+                    "kafka": self.stack.kafka_pid,
+                    "postgres": self.stack.postgres_pid,
+                    "nginx": self.plan.nginx_pid,
+                    "bench": os.getpid(),
+                },
+                single=frozenset({"bench"}),  # our children are the processes above
+            )
+            if profiler is None:  # scraping /metrics costs the worker CPU: not while profiling
+                sampler.start()
+            meter.start()
+            spy = PySpy(worker.pid, profile_file) if profiler == "py-spy" else None
+            try:
+                batch = await self.driver.submit_many(self.urls, tenant)
+                await self.driver.wait_results(batch, self.plan.timeout_s)
+            finally:
+                cpu = meter.stop()
+                if spy is not None:
+                    await asyncio.to_thread(spy.stop)
+                in_flight = await sampler.stop()
+            rows = await self.driver.wait_rows(batch, self.plan.timeout_s)
+            out.update(self.driver.report(batch, rows, self.objects_root))
+            out["cpu_pct_until_last_result"] = cpu
+            out["in_flight_seen"] = in_flight
+        finally:
+            self.driver.watch = [self.sink]
+            await asyncio.to_thread(self.stack.stop, worker)
+        out["worker_peak_rss_bytes"] = worker.peak_rss_bytes
+        if profiler is not None:
+            if profiler == "pyinstrument":
+                stacks = load_pyinstrument(profile_file)
+                out["profile_html"] = str(pyinstrument_html(profile_file))
+            else:
+                stacks = load_pyspy(profile_file)
+            out["profiler"] = profiler
+            out["profile_file"] = str(profile_file)
+            out["summary"] = summarize(stacks, REPO)
+        return out
+
+    async def _latency(self) -> dict[str, Any]:
+        n = self.plan.latency_jobs
+        self.progress.phase(f"e2e: latency at low load ({n} jobs, one at a time)")
+        batch = Batch("bench-latency")
+        await self.stack.add_tenant(batch.tenant)
+        for i in range(n):
+            await self.driver.submit_one_and_wait(self.urls[i % len(self.urls)], batch, 30)
+            self.progress.update(i + 1, n, "jobs")
+        rows = await self.driver.wait_rows(batch, self.plan.timeout_s)
+        return self.driver.report(batch, rows, self.objects_root)

@@ -1,0 +1,383 @@
+"""Results as files: ``<stamp>.json``, ``latest.json``, ``latest.md`` and ``latest.png``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from bench.profile import render_text
+
+HEADLINE_CONCURRENCY = 64
+RAW_LABELS = {
+    "aiohttp": "aiohttp raw loop",
+    "httpx": "httpx raw loop",
+    "fetcher": "Scrapifie HttpFetcher alone (no Kafka)",
+}
+
+
+def _mb(n: int | None) -> str:
+    return "—" if not n else f"{n / 1e6:,.0f} MB"
+
+
+def _num(x: float | None, digits: int = 0) -> str:
+    if x is None:
+        return "—"
+    return f"{x:,.{digits}f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "—" if not a or not b else f"{a / b:.2f}x"
+
+
+def _by_conc(rows: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    return {int(r["concurrency"]): r for r in rows if r.get("pages_per_s")}
+
+
+def _lat(s: dict[str, Any] | None) -> str:
+    if not s or not s.get("n"):
+        return "—"
+    return f"{s['p50']:,.0f} / {s['p95']:,.0f} / {s['p99']:,.0f}"
+
+
+def series(results: dict[str, Any]) -> dict[str, dict[int, float]]:
+    """pages/s by concurrency for each system (the chart's lines)."""
+    out: dict[str, dict[int, float]] = {}
+    for client, rows in results.get("raw", {}).items():
+        out[RAW_LABELS.get(client, client)] = {
+            c: r["pages_per_s"] for c, r in _by_conc(rows).items()
+        }
+    out["Scrapy"] = {c: r["pages_per_s"] for c, r in _by_conc(results.get("scrapy", [])).items()}
+    e2e = results.get("e2e") or {}
+    for key, label in (
+        ("result_pages_per_s", "Scrapifie http tier → results"),
+        ("row_pages_per_s", "Scrapifie http tier → rows"),
+    ):
+        out[label] = {
+            int(r["max_in_flight"]): r[key] for r in e2e.get("throughput", []) if r.get(key)
+        }
+    return {k: v for k, v in out.items() if v}
+
+
+def markdown(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    c = results["corpus"]
+    lines = [
+        f"# Scrapifie benchmark, {results['started_at']} ({results['mode']} run, "
+        f"{results.get('seconds', 0):.0f} s)",
+        "",
+        f"Machine: {m['cpus']} CPUs, Python {m['python']}, {m['platform']}. Target: nginx "
+        f"{m.get('nginx', '?')} serving {c['pages']:,} pages ({c['mix']}; "
+        f"{c['total_bytes'] / 1e6:.1f} MB) on {len(c['hosts'])} hosts "
+        f"({c['hosts'][0]}…{c['hosts'][-1]}). Every system fetches the same URL list.",
+        "",
+    ]
+    lines += _busy_warning(results)
+    lines += _throughput_table(results)
+    lines += _sweep_table(results)
+    lines += _latency_section(results)
+    lines += _sinks_section(results)
+    lines += _memory_section(results)
+    lines += _goals_section(results)
+    lines += _hotpath_section(results)
+    lines += _profile_section(results)
+    b = results.get("browser") or {}
+    lines += ["## Browser tier", "", f"{b.get('status', 'not measured')}", ""]
+    if results.get("errors"):
+        lines += ["## Errors", ""]
+        lines += [f"- {e.splitlines()[0][:300]}" for e in results["errors"]] + [""]
+    lines += [
+        "Notes: raw loops report the median of their timed passes over the list (after a "
+        "warm-up); Scrapy runs from `spider_opened` to its last item; Scrapifie rates run from the "
+        "first submit to the last result (or row). Ratios compare equal concurrency (in-flight "
+        "fetches); for Scrapifie that is the worker's `SCRAPIFIE_WORKER__MAX_IN_FLIGHT`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _busy_warning(results: dict[str, Any]) -> list[str]:
+    """Other work on the machine skews every figure: say so when it was there."""
+    notes = []
+    before = results["machine"].get("before", {})
+    if before.get("busy_pct", 0) > 30:
+        notes.append(
+            f"the machine was already {before['busy_pct']:.0f}% busy (of one core) at the start, "
+            f"load average {before['loadavg'][0]:.1f}"
+        )
+    for r in (results.get("e2e") or {}).get("throughput", []):
+        others = r.get("cpu_pct_until_last_result", {}).get("others", 0)
+        if others > 30:
+            notes.append(
+                f"other processes used {others:.0f}% of a core during the Scrapifie round at "
+                f"max_in_flight={r['max_in_flight']}"
+            )
+    if not notes:
+        return []
+    return [
+        "> **Warning: not a quiet machine.** " + "; ".join(notes) + ". Figures are lower than "
+        "this machine can do; rerun on an idle machine (`--wait-quiet 600`).",
+        "",
+    ]
+
+
+def _throughput_table(results: dict[str, Any]) -> list[str]:
+    scrapy = _by_conc(results.get("scrapy", []))
+    aio = _by_conc(results.get("raw", {}).get("aiohttp", []))
+    lines = [
+        "## Throughput (pages/s) and ratios",
+        "",
+        "| system | in flight | pages/s | x Scrapy | x raw aiohttp | p50 / p95 / p99 ms | "
+        "peak RSS |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+
+    def row(name: str, conc: int, pps: float | None, lat: str = "—", rss: int | None = None) -> str:
+        s = scrapy.get(conc, {}).get("pages_per_s")
+        a = aio.get(conc, {}).get("pages_per_s")
+        return (
+            f"| {name} | {conc} | {_num(pps)} | {_ratio(pps, s)} | {_ratio(pps, a)} | {lat} | "
+            f"{_mb(rss)} |"
+        )
+
+    for client, rows in results.get("raw", {}).items():
+        for conc, r in sorted(_by_conc(rows).items()):
+            label = RAW_LABELS.get(client, client)
+            lines.append(row(label, conc, r["pages_per_s"], rss=r["peak_rss_bytes"]))
+    for conc, r in sorted(scrapy.items()):
+        lines.append(row("Scrapy", conc, r["pages_per_s"], rss=r["peak_rss_bytes"]))
+    for r in (results.get("e2e") or {}).get("throughput", []):
+        conc = int(r["max_in_flight"])
+        rss = r.get("worker_peak_rss_bytes")
+        lines.append(
+            row(
+                "Scrapifie http tier → `scrape.results`",
+                conc,
+                r.get("result_pages_per_s"),
+                _lat(r.get("submit_to_result_ms")),
+                rss,
+            )
+        )
+        lines.append(
+            row(
+                "Scrapifie http tier → PostgreSQL rows + objects",
+                conc,
+                r.get("row_pages_per_s"),
+                _lat(r.get("submit_to_row_ms")),
+            )
+        )
+    lines += [
+        "",
+        "Scrapifie latencies are submit → result (or row) for jobs submitted all at once, so they "
+        "include queueing; RSS is the worker's. Low-load latency is below.",
+        "",
+    ]
+    return lines
+
+
+def _sweep_table(results: dict[str, Any]) -> list[str]:
+    s = series(results)
+    concs = sorted({c for v in s.values() for c in v})
+    if not concs:
+        return []
+    lines = [
+        "## Throughput vs concurrency (pages/s; chart: `latest.png`)",
+        "",
+        "| system | " + " | ".join(str(c) for c in concs) + " |",
+        "| --- |" + " ---: |" * len(concs),
+    ]
+    for name, v in s.items():
+        lines.append(f"| {name} | " + " | ".join(_num(v.get(c)) for c in concs) + " |")
+    return [*lines, ""]
+
+
+def _latency_section(results: dict[str, Any]) -> list[str]:
+    lat = (results.get("e2e") or {}).get("latency")
+    if not lat:
+        return []
+    return [
+        "## Latency at low load (one job at a time)",
+        "",
+        "| interval | p50 / p95 / p99 ms | max ms |",
+        "| --- | ---: | ---: |",
+        f"| submit → producer ack | {_lat(lat['submit_to_ack_ms'])} | "
+        f"{lat['submit_to_ack_ms'].get('max', '—')} |",
+        f"| submit → result produced by the worker (record timestamp) | "
+        f"{_lat(lat['submit_to_emitted_ms'])} | {lat['submit_to_emitted_ms'].get('max', '—')} |",
+        f"| submit → result received on `scrape.results` | {_lat(lat['submit_to_result_ms'])} | "
+        f"{lat['submit_to_result_ms'].get('max', '—')} |",
+        f"| submit → job row (sink transaction start) | {_lat(lat['submit_to_row_ms'])} | "
+        f"{lat['submit_to_row_ms'].get('max', '—')} |",
+        "",
+        f"{lat['jobs']} jobs, {lat['succeeded']} succeeded.",
+        "",
+    ]
+
+
+def _sinks_section(results: dict[str, Any]) -> list[str]:
+    s = results.get("sinks")
+    if not s:
+        return []
+    pg, obj = s.get("postgres", {}), s.get("objects", {})
+    pg_cpu, obj_cpu = pg.get("cpu_pct", {}), obj.get("cpu_pct", {})
+    return [
+        "## Sinks alone (from pre-filled topics)",
+        "",
+        "| sink | events | events/s | detail | CPU % (sink / PostgreSQL) |",
+        "| --- | ---: | ---: | --- | ---: |",
+        f"| PostgreSQL: results (no content) + metering | {sum(pg.get('expected', {}).values()):,} "
+        f"| {_num(pg.get('events_per_s'))} | job rows {_num(pg.get('jobs_rows_per_s'))}/s, "
+        f"attempt rows {_num(pg.get('attempts_rows_per_s'))}/s (both at once) | "
+        f"{pg_cpu.get('sink', '—')} / {pg_cpu.get('postgres', '—')} |",
+        f"| object storage (local, fsync) + job rows | {obj.get('expected', {}).get('jobs', 0):,} "
+        "| "
+        f"{_num(obj.get('events_per_s'))} | {obj.get('objects', 0):,} objects of "
+        f"~{obj.get('mean_object_bytes', 0) / 1000:.0f} KB (gzip) | "
+        f"{obj_cpu.get('sink', '—')} / {obj_cpu.get('postgres', '—')} |",
+        "",
+    ]
+
+
+def _memory_section(results: dict[str, Any]) -> list[str]:
+    lines = ["## Memory (peak RSS, VmHWM)", "", "| process | peak RSS |", "| --- | ---: |"]
+    e2e = results.get("e2e") or {}
+    for r in e2e.get("throughput", []):
+        seen = r.get("in_flight_seen", {}).get("max")
+        lines.append(
+            f"| http worker, max_in_flight={r['max_in_flight']} (max seen in flight: "
+            f"{_num(seen)}) | {_mb(r.get('worker_peak_rss_bytes'))} |"
+        )
+    if e2e.get("sink_peak_rss_bytes"):
+        lines.append(f"| sink (whole e2e suite) | {_mb(e2e['sink_peak_rss_bytes'])} |")
+    pg = (results.get("sinks") or {}).get("postgres", {})
+    if pg.get("sink_peak_rss_bytes"):
+        lines.append(f"| sink (PostgreSQL alone) | {_mb(pg['sink_peak_rss_bytes'])} |")
+    obj = (results.get("sinks") or {}).get("objects", {})
+    if obj.get("sink_peak_rss_bytes"):
+        lines.append(f"| sink (objects alone) | {_mb(obj['sink_peak_rss_bytes'])} |")
+    for r in results.get("scrapy", []):
+        lines.append(f"| Scrapy, {r['concurrency']} in flight | {_mb(r.get('peak_rss_bytes'))} |")
+    return [*lines, ""]
+
+
+def _goals_section(results: dict[str, Any]) -> list[str]:
+    goals = results.get("goals", [])
+    if not goals:
+        return []
+    lines = ["## Goals", "", "| goal | target | measured | |", "| --- | ---: | ---: | --- |"]
+    for g in goals:
+        mark = {True: "met", False: "**not met**", None: "not measured"}[g["met"]]
+        lines.append(f"| {g['goal']} | {g['target']} | {g['measured']} | {mark} |")
+    return [*lines, ""]
+
+
+def _hotpath_section(results: dict[str, Any]) -> list[str]:
+    hot = results.get("hotpath")
+    if not hot:
+        return []
+    counts: dict[str, int] = results["corpus"].get("counts", {})
+    total = sum(counts.values()) or 1
+    sizes = list(counts)
+    lines = [
+        "## Worker hot path: CPU-bound steps per page, timed alone (ms)",
+        "",
+        "| step | " + " | ".join(sizes) + " | corpus mix | pages/s per core |",
+        "| --- |" + " ---: |" * (len(sizes) + 2),
+    ]
+    for step, by_size in hot["ms_per_page"].items():
+        cells = [by_size.get(sz) for sz in sizes]
+        nums = [c for c in cells if isinstance(c, int | float)]
+        if len(nums) == len(sizes):
+            mix = sum(float(c) * counts[sz] for c, sz in zip(nums, sizes, strict=True)) / total
+            tail = f"{mix:.3f} | {1000 / mix:,.0f}" if mix > 0 else "— | —"
+        else:
+            tail = "— | —"
+        shown = [f"{c:.3f}" if isinstance(c, int | float) else str(c) for c in cells]
+        lines.append(f"| {step} | " + " | ".join(shown) + f" | {tail} |")
+    return [*lines, ""]
+
+
+def _profile_section(results: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    prof = (results.get("e2e") or {}).get("profile")
+    if prof and prof.get("summary", {}).get("samples"):
+        cpu = prof.get("cpu_pct_until_last_result", {})
+        lines += [
+            f"## Where the http worker's CPU goes ({prof['profiler']}, "
+            f"max_in_flight={prof['max_in_flight']}, {prof.get('jobs', 0):,} jobs, "
+            f"{_num(prof.get('result_pages_per_s'))} pages/s while profiled)",
+            "",
+            f"CPU during the window, % of one core: worker {cpu.get('worker', '?')}, kafka "
+            f"{cpu.get('kafka', '?')}, sink {cpu.get('sink', '?')}, postgres "
+            f"{cpu.get('postgres', '?')}, nginx {cpu.get('nginx', '?')}, bench "
+            f"{cpu.get('bench', '?')}, other processes {cpu.get('others', '?')}. Profile file: "
+            f"`{Path(prof['profile_file']).name}`.",
+            "",
+            "```",
+            render_text(prof["summary"]).rstrip(),
+            "```",
+            "",
+        ]
+    sink = ((results.get("sinks") or {}).get("postgres") or {}).get("profile")
+    if sink and sink.get("summary", {}).get("samples"):
+        lines += [
+            f"## Where the sink's CPU goes, PostgreSQL alone ({sink['profiler']}; "
+            f"`{Path(sink['profile_file']).name}`)",
+            "",
+            "```",
+            render_text(sink["summary"]).rstrip(),
+            "```",
+            "",
+        ]
+    return lines
+
+
+def chart(results: dict[str, Any], path: Path) -> bool:
+    """Throughput vs concurrency, log-log; False if matplotlib is missing or there is no data."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    s = series(results)
+    if not s:
+        return False
+    fig, ax = plt.subplots(figsize=(12, 5.5), dpi=110)
+    styles = {"→ rows": "--", "→ results": "-"}
+    for name, v in s.items():
+        xs = sorted(v)
+        style = next((st for k, st in styles.items() if k in name), "-")
+        ax.plot(xs, [v[x] for x in xs], style, marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    concs = sorted({c for v in s.values() for c in v})
+    ax.set_xticks(concs, [str(c) for c in concs])
+    ax.set_xlabel("concurrency (fetches in flight)")
+    ax.set_ylabel("pages/s (log)")
+    ax.set_title(
+        f"Throughput vs concurrency, {results['corpus']['pages']:,} local pages "
+        f"({results['machine']['cpus']} CPUs, {results['mode']} run)"
+    )
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def write(results: dict[str, Any], out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = results["started_at"].replace(":", "").replace("-", "")
+    stamped = out_dir / f"{stamp}.json"
+    text = json.dumps(results, indent=2, default=str)
+    stamped.write_text(text)
+    shutil.copyfile(stamped, out_dir / "latest.json")
+    (out_dir / "latest.md").write_text(markdown(results))
+    written = [stamped, out_dir / "latest.json", out_dir / "latest.md"]
+    if chart(results, out_dir / "latest.png"):
+        written.append(out_dir / "latest.png")
+    return written

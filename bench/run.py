@@ -1,0 +1,430 @@
+"""``python -m bench``: the whole benchmark in one run (see bench/README.md)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from functools import partial
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench import RESULTS_SCHEMA_VERSION
+from bench.browser import measure_browser
+from bench.procs import loadavg, machine_busy_pct
+from bench.progress import Progress
+from bench.report import HEADLINE_CONCURRENCY, write
+from bench.target import HOSTS, SIZES, Nginx, build_corpus, nginx_binary
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+SUITES = ("raw", "scrapy", "browser", "hotpath", "e2e", "sinks")
+
+
+@dataclass(frozen=True)
+class Config:
+    mode: str
+    pages: int
+    sweep: list[int]  # concurrency of raw loops and Scrapy (the chart's x axis)
+    raw_passes: dict[str, int]
+    e2e_in_flight: list[int]  # worker max_in_flight per round; the first also measures latency
+    warmup_jobs: int
+    latency_jobs: int
+    sink_pg_events: int  # results + as many metering events
+    sink_object_events: int
+    profiler: str  # auto | py-spy | pyinstrument | none
+    suites: tuple[str, ...] = SUITES
+    timeout_s: float = 300.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+FULL = Config(
+    mode="full",
+    pages=2000,
+    sweep=[8, 32, 64, 128],
+    raw_passes={"aiohttp": 3, "httpx": 1, "fetcher": 3},
+    e2e_in_flight=[64, 8, 32, 128, 200],
+    warmup_jobs=100,
+    latency_jobs=200,
+    sink_pg_events=50_000,
+    sink_object_events=10_000,
+    profiler="auto",
+)
+QUICK = replace(
+    FULL,
+    mode="quick",
+    sweep=[8, 64],
+    e2e_in_flight=[64, 200],
+    warmup_jobs=50,
+    latency_jobs=50,
+    sink_pg_events=20_000,
+    sink_object_events=3_000,
+    profiler="none",
+)
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="a ~2 minute run (fewer points)")
+    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="results directory")
+    p.add_argument("--pages", type=int, help="corpus size (default 2000)")
+    p.add_argument("--sweep", type=_ints, help="concurrencies of raw loops and Scrapy: 8,32,64")
+    p.add_argument("--in-flight", type=_ints, help="worker max_in_flight per e2e round: 64,200")
+    p.add_argument(
+        "--only", type=lambda s: tuple(s.split(",")), help=f"suites to run, of {','.join(SUITES)}"
+    )
+    p.add_argument(
+        "--profiler",
+        choices=["auto", "py-spy", "pyinstrument", "none"],
+        help="profile the http worker under load (default: auto in full runs, none with --quick)",
+    )
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, corpus, data)")
+    p.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0,
+        metavar="S",
+        help="first wait up to S seconds for the machine to be idle (other work skews results)",
+    )
+    return p
+
+
+def _config(args: argparse.Namespace) -> Config:
+    cfg = QUICK if args.quick else FULL
+    changes: dict[str, Any] = {}
+    for name, key in (
+        ("pages", "pages"),
+        ("sweep", "sweep"),
+        ("in_flight", "e2e_in_flight"),
+        ("profiler", "profiler"),
+        ("only", "suites"),
+    ):
+        if getattr(args, name):
+            changes[key] = getattr(args, name)
+    unknown = set(changes.get("suites", ())) - set(SUITES)
+    if unknown:
+        raise SystemExit(f"unknown suites {sorted(unknown)}; valid: {', '.join(SUITES)}")
+    return replace(cfg, **changes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    cfg = _config(args)
+    progress = Progress()
+    started = datetime.now(UTC)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    results: dict[str, Any] = {
+        "schema": RESULTS_SCHEMA_VERSION,
+        "started_at": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "mode": cfg.mode,
+        "config": {k: v for k, v in cfg.__dict__.items() if k != "extra"},
+        "machine": _machine(),
+        "errors": [],
+    }
+    workdir = Path(tempfile.mkdtemp(prefix="scrapifie-bench-"))
+    # Library logs (aiokafka's start-up chatter, ...) go to a file; stderr has the progress line.
+    logging.basicConfig(
+        filename=workdir / "bench.log",
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.wait_quiet:
+        _wait_quiet(args.wait_quiet, progress)
+    results["machine"]["before"] = {"loadavg": loadavg(), "busy_pct": machine_busy_pct(1.0)}
+    t0 = time.monotonic()
+    nginx: Nginx | None = None
+    stack = None
+    try:
+        progress.phase(f"target: corpus of {cfg.pages:,} pages, nginx on {len(HOSTS)} addresses")
+        nginx_binary()  # installs nginx when missing (as root), before any work
+        corpus = build_corpus(workdir / "corpus", cfg.pages)
+        from scrapifie.local.ports import free_port
+
+        nginx = Nginx(corpus, workdir / "nginx", free_port())
+        nginx.start()
+        urls = corpus.urls(nginx.port)
+        urls_file = workdir / "urls.txt"
+        urls_file.write_text("\n".join(urls) + "\n")
+        with urllib.request.urlopen(urls[0], timeout=5) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"nginx answered {resp.status} for {urls[0]}")
+        results["corpus"] = _corpus_info(corpus.sizes, corpus.total_bytes)
+
+        def guarded(name: str, fn: Callable[[], Any]) -> Any:
+            try:
+                return fn()
+            except Exception as exc:
+                traceback.print_exc()
+                results["errors"].append(f"{name}: {type(exc).__name__}: {exc}"[:2000])
+                return None
+
+        if "raw" in cfg.suites:
+            results["raw"] = {}
+            for client in ("aiohttp", "httpx", "fetcher"):
+                rows = results["raw"][client] = []
+                for conc in cfg.sweep:
+                    progress.phase(f"raw {client} loop, {conc} in flight")
+                    cmd = ["bench.clients", "--client", client, "--concurrency", str(conc)]
+                    cmd += ["--urls", str(urls_file), "--passes", str(cfg.raw_passes[client])]
+                    r = guarded(f"raw {client} @{conc}", partial(_run_json, cmd))
+                    if r:
+                        rows.append(r)
+                        progress.info(f"{r['pages_per_s']:,.0f} pages/s")
+        if "scrapy" in cfg.suites:
+            results["scrapy"] = []
+            for conc in cfg.sweep:
+                progress.phase(f"Scrapy, {conc} in flight, CONCURRENT_ITEMS=1")
+                cmd = ["bench.scrapy_client", "--concurrency", str(conc), "--urls", str(urls_file)]
+                r = guarded(f"scrapy @{conc}", partial(_run_json, cmd))
+                if r:
+                    results["scrapy"].append(r)
+                    progress.info(f"{r['pages_per_s']:,.0f} pages/s")
+        if "browser" in cfg.suites:
+            results["browser"] = measure_browser(urls, HEADLINE_CONCURRENCY)
+            progress.phase(f"browser tier: {results['browser']['status']}")
+
+        if "hotpath" in cfg.suites:
+            from bench.hotpath import measure_hotpath
+
+            progress.phase("worker hot path: CPU-bound steps per page, timed alone")
+            results["hotpath"] = guarded("hotpath", partial(measure_hotpath, corpus))
+        if {"e2e", "sinks"} & set(cfg.suites):
+            from bench.stack import BenchStack, target_env
+
+            progress.phase("starting Kafka (KRaft) and PostgreSQL")
+            stack = BenchStack(workdir / "stack", target_env(list(HOSTS), nginx.port))
+            results["worker_env_extra"] = stack.extra_env
+            stack.start()
+            from bench.profile import choose
+
+            profiler = choose(cfg.profiler)
+            if cfg.profiler not in ("none", "auto") and profiler is None:
+                results["errors"].append(f"profiler {cfg.profiler} is not installed")
+            args.out.mkdir(parents=True, exist_ok=True)
+            if "e2e" in cfg.suites:
+                from bench.e2e import E2EPlan, run_e2e
+
+                plan = E2EPlan(
+                    in_flight=cfg.e2e_in_flight,
+                    warmup_jobs=cfg.warmup_jobs,
+                    latency_jobs=cfg.latency_jobs,
+                    timeout_s=cfg.timeout_s,
+                    profiler=profiler,
+                    profile_stem=args.out / f"{stamp}-worker",
+                    nginx_pid=nginx.pid,
+                )
+                results["e2e"] = guarded(
+                    "e2e", lambda: asyncio.run(run_e2e(stack, urls, plan, progress))
+                )
+            if "sinks" in cfg.suites:
+                from bench.sinks import run_sinks_alone
+
+                results["sinks"] = guarded(
+                    "sinks",
+                    lambda: asyncio.run(
+                        run_sinks_alone(
+                            stack,
+                            corpus.root,
+                            cfg.sink_pg_events,
+                            cfg.sink_object_events,
+                            progress,
+                            profiler,
+                            args.out / f"{stamp}-sink",
+                        )
+                    ),
+                )
+    except KeyboardInterrupt:
+        results["errors"].append("interrupted")
+    except Exception as exc:
+        traceback.print_exc()
+        results["errors"].append(f"{type(exc).__name__}: {exc}"[:2000])
+    finally:
+        progress.phase("stopping")
+        if stack is not None:
+            if results["errors"]:
+                _save_logs(stack.logs, args.out / f"{stamp}-logs")
+                _save_logs(workdir / "bench.log", args.out / f"{stamp}-logs" / "bench.log")
+            stack.close()
+        if nginx is not None:
+            nginx.stop()
+        if args.keep:
+            progress.info(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    results["seconds"] = round(time.monotonic() - t0, 1)
+    results["machine"]["after"] = {"loadavg": loadavg()}
+    results["goals"] = goals(results)
+    written = write(results, args.out)
+    progress.phase("done: " + ", ".join(str(p) for p in written))
+    sys.stdout.write((args.out / "latest.md").read_text())
+    return 1 if results["errors"] else 0
+
+
+QUIET_PCT = 30.0  # machine busy below this share of one core counts as idle
+
+
+def _wait_quiet(max_s: float, progress: Progress) -> None:
+    progress.phase(f"waiting up to {max_s:g}s for an idle machine")
+    deadline = time.monotonic() + max_s
+    while time.monotonic() < deadline:
+        busy = machine_busy_pct(2.0)
+        progress.info(f"machine busy {busy:.0f}% of a core, load {loadavg()[0]:.1f}")
+        if busy < QUIET_PCT:
+            return
+
+
+def _run_json(module_args: list[str], timeout_s: float = 600) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-m", *module_args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(module_args[:1])} exited {proc.returncode}: {proc.stderr}")
+    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
+def _save_logs(src: Path, dst: Path) -> None:
+    with contextlib.suppress(OSError):
+        if src.is_dir():
+            shutil.copytree(src, dst, dirs_exist_ok=True)
+        else:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+
+
+def _corpus_info(sizes: list[int], total: int) -> dict[str, Any]:
+    counts = {s: 0 for s, _ in SIZES}
+    for n in sizes:
+        nearest = min(counts, key=lambda s: abs(s - n))
+        counts[nearest] += 1
+    mix = ", ".join(f"{c:,} x {s // 1024} KB" for s, c in counts.items())
+    return {
+        "counts": {f"{s // 1024} KB": c for s, c in counts.items()},
+        "pages": len(sizes),
+        "total_bytes": total,
+        "mean_bytes": round(total / max(len(sizes), 1)),
+        "mix": mix,
+        "hosts": list(HOSTS),
+    }
+
+
+def _machine() -> dict[str, Any]:
+    versions: dict[str, str | None] = {}
+    for dist in (
+        "aiohttp",
+        "httpx",
+        "scrapy",
+        "faust-streaming",
+        "aiokafka",
+        "fastavro",
+        "psycopg",
+        "pyinstrument",
+    ):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    nginx = None
+    try:
+        out = subprocess.run(
+            [nginx_binary(install=False), "-v"], capture_output=True, text=True, check=False
+        )
+        nginx = out.stderr.strip().rsplit("/", 1)[-1]
+    except Exception:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "nginx": nginx,
+        "versions": versions,
+    }
+
+
+def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
+    e2e = results.get("e2e") or {}
+    rounds = e2e.get("throughput", [])
+    scrapy = {r["concurrency"]: r["pages_per_s"] for r in results.get("scrapy", [])}
+    out: list[dict[str, Any]] = []
+
+    def add(goal: str, target: str, measured: str, met: bool | None) -> None:
+        out.append({"goal": goal, "target": target, "measured": measured, "met": met})
+
+    best = max(rounds, key=lambda r: r.get("row_pages_per_s") or 0, default=None)
+    if best and best.get("row_pages_per_s"):
+        v = best["row_pages_per_s"]
+        add(
+            "http tier end to end (submit → rows + objects), best in-flight setting",
+            "≥ 1,000 pages/s",
+            f"{v:,.0f} pages/s (max_in_flight={best['max_in_flight']})",
+            v >= 1000,
+        )
+    else:
+        add("http tier end to end", "≥ 1,000 pages/s", "not measured", None)
+    head = next((r for r in rounds if r["max_in_flight"] == HEADLINE_CONCURRENCY), None)
+    s = scrapy.get(HEADLINE_CONCURRENCY)
+    if head and head.get("row_pages_per_s") and s:
+        ratio = head["row_pages_per_s"] / s
+        add(
+            f"http tier end to end vs Scrapy, {HEADLINE_CONCURRENCY} in flight, same run",
+            "≥ 1.5x",
+            f"{ratio:.2f}x ({head['row_pages_per_s']:,.0f} vs {s:,.0f} pages/s)",
+            ratio >= 1.5,
+        )
+    else:
+        add("http tier end to end vs Scrapy", "≥ 1.5x", "not measured", None)
+    lat = (e2e.get("latency") or {}).get("submit_to_result_ms", {})
+    if lat.get("n"):
+        add(
+            "p50 submit → result at low load",
+            "≤ 25 ms",
+            f"{lat['p50']:.1f} ms",
+            lat["p50"] <= 25,
+        )
+    else:
+        add("p50 submit → result at low load", "≤ 25 ms", "not measured", None)
+    pg = (results.get("sinks") or {}).get("postgres", {})
+    if pg.get("events_per_s"):
+        add(
+            "sinks into PostgreSQL",
+            "≥ 20,000 events/s",
+            f"{pg['events_per_s']:,.0f} events/s",
+            pg["events_per_s"] >= 20_000,
+        )
+    else:
+        add("sinks into PostgreSQL", "≥ 20,000 events/s", "not measured", None)
+    r200 = next((r for r in rounds if r["max_in_flight"] == 200), None)
+    if r200 and r200.get("worker_peak_rss_bytes"):
+        mb = r200["worker_peak_rss_bytes"] / 1e6
+        seen = (r200.get("in_flight_seen") or {}).get("max")
+        add(
+            "http worker peak RSS at 200 in-flight fetches",
+            "≤ 250 MB",
+            f"{mb:,.0f} MB (max in flight seen: {seen if seen is not None else '?'})",
+            mb <= 250,
+        )
+    else:
+        add("http worker peak RSS at 200 in flight", "≤ 250 MB", "not measured", None)
+    return out
