@@ -1,0 +1,478 @@
+"""The browser tiers: render a page in Chromium (Playwright) and return its HTML.
+
+Invariants:
+- one fresh browser context per job (``BrowserPool.context``), or the job's persistent profile
+  when it names a ``session_id`` (stealth tier); nothing else is shared between jobs;
+- one overall deadline (``asyncio.timeout``) covers navigation, waits, content and screenshot;
+  it starts once the job has a context (waiting for a free browser is the caller's queue);
+- every request a page makes passes through :meth:`BrowserFetcher._allow` (the future SSRF hook)
+  and the job's resource-type blocklist, in the one ``route`` handler of the context;
+- rendered HTML and screenshots never exceed ``max_body_bytes``.
+
+What ``page.route`` does not see (so a network-level guard is still needed for SSRF): redirect
+hops after the first request (Chromium follows them inside the network stack), WebSockets,
+DNS prefetch and preconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, Self, get_args
+from urllib.parse import urlsplit
+
+from schemas import ErrorCode
+from streams.browser_pool import BrowserConfig, BrowserPool
+from streams.config import FetchConfig
+from streams.decompress import TooLarge
+from streams.errors import FatalError, FetchError, TransientError
+from streams.fetchers.base import Fetcher, FetchRequest, FetchResponse
+from streams.ssrf import EgressGuard, SSRFBlocked
+
+try:
+    from playwright.async_api import BrowserContext, Page, Request, Response, Route
+    from playwright.async_api import Error as PlaywrightError
+    from playwright.async_api import TimeoutError as PlaywrightTimeoutError
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "the browser tiers need Playwright: pip install 'scrapifie[browser]'"
+    ) from exc
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "BrowserFetcher",
+    "BrowserRequest",
+    "BrowserResponse",
+    "ResourceType",
+    "ScreenshotMode",
+    "WaitUntil",
+    "map_net_error",
+]
+
+WaitUntil = Literal["load", "domcontentloaded", "networkidle"]
+ScreenshotMode = Literal["viewport", "full"]
+ResourceType = Literal["image", "font", "media", "stylesheet"]
+
+_WAIT_UNTIL: frozenset[str] = frozenset(get_args(WaitUntil))
+_SCREENSHOT: frozenset[str] = frozenset(get_args(ScreenshotMode))
+_RESOURCE_TYPES: frozenset[str] = frozenset(get_args(ResourceType))
+_HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+
+# Headers a job may not set on browser requests. Chromium re-sends headers that page.route
+# added when the request is redirected, even to another origin (measured with Chromium 156), so
+# credentials are not forwarded as headers; a Cookie header becomes cookies scoped to the URL.
+_NOT_FORWARDED = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "host",
+        "connection",
+        "content-length",
+        "transfer-encoding",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BrowserRequest(FetchRequest):
+    """A :class:`FetchRequest` with the browser options.
+
+    ``wait_for`` is a CSS selector waited for (attached to the DOM) after ``wait_until``;
+    ``block_resources`` are resource types aborted before they are requested;
+    ``session_id`` (with ``tenant``) selects the persistent profile of the stealth tier.
+    """
+
+    wait_until: WaitUntil = "load"
+    wait_for: str | None = None
+    screenshot: ScreenshotMode | None = None
+    block_resources: frozenset[ResourceType] = frozenset()
+    tenant: str | None = None
+    session_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.wait_until not in _WAIT_UNTIL:
+            raise ValueError(f"wait_until must be one of {sorted(_WAIT_UNTIL)}")
+        if self.screenshot is not None and self.screenshot not in _SCREENSHOT:
+            raise ValueError(f"screenshot must be None or one of {sorted(_SCREENSHOT)}")
+        blocked = frozenset(self.block_resources)
+        unknown = blocked - _RESOURCE_TYPES
+        if unknown:
+            raise ValueError(
+                f"cannot block {sorted(unknown)}; block_resources takes {sorted(_RESOURCE_TYPES)}"
+            )
+        object.__setattr__(self, "block_resources", blocked)
+        if self.session_id is not None and not self.tenant:
+            raise ValueError("a session_id needs a tenant")
+
+    @classmethod
+    def of(cls, request: FetchRequest) -> BrowserRequest:
+        """The browser request for a plain fetch request (default browser options)."""
+        if isinstance(request, BrowserRequest):
+            return request
+        return cls(
+            url=request.url,
+            headers=request.headers,
+            timeout_s=request.timeout_s,
+            max_body_bytes=request.max_body_bytes,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BrowserResponse(FetchResponse):
+    """A :class:`FetchResponse` whose body is the rendered HTML, plus the screenshot (PNG)."""
+
+    screenshot: bytes | None = None
+
+
+RouteAction = Literal["continue", "block_resource", "deny"]
+
+
+def route_action(allowed: bool, resource_type: str, blocked: Iterable[str]) -> RouteAction:
+    """What the route handler does with one request: the SSRF verdict first, then the blocklist.
+
+    The main document is never blocked by type (its type is ``document``).
+    """
+    if not allowed:
+        return "deny"
+    if resource_type in blocked:
+        return "block_resource"
+    return "continue"
+
+
+_NET_ERROR = re.compile(r"\bnet::(ERR_[A-Z0-9_]+)\b")
+
+_FATAL_NET: dict[str, ErrorCode] = {
+    "ERR_NAME_NOT_RESOLVED": ErrorCode.DNS_ERROR,
+    "ERR_TOO_MANY_REDIRECTS": ErrorCode.TOO_MANY_REDIRECTS,
+    "ERR_INVALID_URL": ErrorCode.INVALID_URL,
+    "ERR_UNKNOWN_URL_SCHEME": ErrorCode.INVALID_URL,
+    "ERR_DISALLOWED_URL_SCHEME": ErrorCode.INVALID_URL,
+    "ERR_UNSAFE_PORT": ErrorCode.INVALID_URL,
+    "ERR_UNSAFE_REDIRECT": ErrorCode.INVALID_URL,
+    "ERR_INVALID_REDIRECT": ErrorCode.INVALID_URL,
+    "ERR_CONTENT_DECODING_FAILED": ErrorCode.DECODE_ERROR,
+    "ERR_CONTENT_LENGTH_MISMATCH": ErrorCode.DECODE_ERROR,
+    "ERR_INVALID_CHUNKED_ENCODING": ErrorCode.DECODE_ERROR,
+    "ERR_RESPONSE_HEADERS_TOO_BIG": ErrorCode.HTTP_ERROR,
+    "ERR_INVALID_HTTP_RESPONSE": ErrorCode.HTTP_ERROR,
+    "ERR_FILE_TOO_BIG": ErrorCode.TOO_LARGE,
+}
+_TRANSIENT_NET: dict[str, ErrorCode] = {
+    "ERR_NAME_RESOLUTION_FAILED": ErrorCode.DNS_ERROR,
+    "ERR_DNS_TIMED_OUT": ErrorCode.DNS_ERROR,
+    "ERR_TIMED_OUT": ErrorCode.TIMEOUT,
+    "ERR_CONNECTION_TIMED_OUT": ErrorCode.TIMEOUT,
+}
+
+
+def map_net_error(token: str, detail: str) -> FetchError:
+    """Our error for one Chromium ``net::ERR_*`` code (Chromium's ``net_error_list.h``).
+
+    Why a token out of the message: Playwright's ``Error`` carries only a name, a message and a
+    stack, no code. The ``net::ERR_*`` identifiers are Chromium's stable error names, not prose;
+    nothing else in the message is interpreted.
+    """
+    if token in _FATAL_NET:
+        return FatalError(_FATAL_NET[token], f"{token}: {detail}")
+    if token in _TRANSIENT_NET:
+        return TransientError(_TRANSIENT_NET[token], f"{token}: {detail}")
+    if token.startswith(("ERR_CERT_", "ERR_SSL_")) or token in (
+        "ERR_BAD_SSL_CLIENT_AUTH_CERT",
+        "ERR_SSL_PROTOCOL_ERROR",
+    ):
+        return FatalError(ErrorCode.TLS_ERROR, f"{token}: {detail}")
+    # Refused, reset, closed, aborted, unreachable, empty response...: try again later.
+    return TransientError(ErrorCode.CONNECTION_ERROR, f"{token}: {detail}")
+
+
+def map_playwright_error(exc: PlaywrightError, url: str) -> FetchError:
+    """Our error for a Playwright error, by type first (timeouts), then by net:: token."""
+    if isinstance(exc, PlaywrightTimeoutError):
+        return TransientError(ErrorCode.TIMEOUT, f"browser timed out: {_first_line(exc)}")
+    token = _net_token(exc)
+    if token is not None:
+        return map_net_error(token, url)
+    return TransientError(ErrorCode.INTERNAL, f"browser error: {_first_line(exc)}")
+
+
+def _net_token(exc: PlaywrightError) -> str | None:
+    match = _NET_ERROR.search(exc.message)
+    return match.group(1) if match else None
+
+
+def _first_line(exc: PlaywrightError) -> str:
+    return exc.message.split("\n", 1)[0]
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return (parts.scheme, parts.hostname or "", parts.port)
+
+
+def _mime(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+@dataclass(slots=True)
+class _Job:
+    """Per-job state shared by the route handler and the page listeners."""
+
+    url: str
+    blocked: frozenset[str]
+    headers: dict[str, str]
+    denied: list[str] = field(default_factory=list)
+    document: Response | None = None  # latest main-frame document response
+    crashed: bool = False
+    download: bool = False  # the main document came as an attachment
+
+
+class BrowserFetcher:
+    """Renders pages in Chromium. Implements :class:`~streams.fetchers.base.Fetcher`.
+
+    ``pool`` may be injected (and is then owned by the caller); otherwise the fetcher starts
+    and closes its own :class:`BrowserPool` from ``browser``.
+    """
+
+    def __init__(
+        self,
+        config: FetchConfig,
+        browser: BrowserConfig | None = None,
+        *,
+        pool: BrowserPool | None = None,
+        guard: EgressGuard | None = None,
+    ) -> None:
+        self._config = config
+        self._guard = guard or EgressGuard(config.allow_private)
+        self._owns_pool = pool is None
+        self._pool = pool or BrowserPool(
+            browser or BrowserConfig(), user_agent=config.effective_user_agent
+        )
+
+    @property
+    def pool(self) -> BrowserPool:
+        return self._pool
+
+    async def __aenter__(self) -> Self:
+        if self._owns_pool:
+            await self._pool.__aenter__()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._owns_pool:
+            await self._pool.__aexit__(et, e, tb)
+
+    async def fetch(self, request: FetchRequest) -> BrowserResponse:
+        return await self.fetch_browser(BrowserRequest.of(request))
+
+    async def fetch_browser(self, request: BrowserRequest) -> BrowserResponse:
+        scheme = urlsplit(request.url).scheme.lower()
+        if scheme not in ("http", "https"):
+            raise FatalError(ErrorCode.INVALID_URL, f"unsupported scheme {scheme!r}")
+        timeout_s = request.timeout_s or self._config.timeout_s
+        cap = request.max_body_bytes or self._config.max_body_bytes
+        job = _Job(
+            url=request.url,
+            blocked=frozenset(request.block_resources),
+            headers={k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED},
+        )
+        try:
+            if request.session_id is not None and request.tenant:
+                context = self._pool.persistent_context(request.tenant, request.session_id)
+            else:
+                context = self._pool.context()
+            async with context as ctx:
+                async with asyncio.timeout(timeout_s):
+                    return await self._render(ctx, request, job, cap, timeout_s)
+        except TimeoutError as exc:
+            raise TransientError(
+                ErrorCode.TIMEOUT, f"page not rendered within {timeout_s:g}s"
+            ) from exc
+        except FetchError:
+            raise
+        except PlaywrightError as exc:
+            if job.denied and _net_token(exc) == "ERR_ACCESS_DENIED":
+                raise FatalError(
+                    ErrorCode.SSRF_BLOCKED, f"request to {job.denied[0]} not allowed"
+                ) from exc
+            if job.download:
+                raise FatalError(
+                    ErrorCode.HTTP_ERROR,
+                    "the server sent this URL as a download (an attachment), not a page to "
+                    "render; fetch it with the http tier",
+                ) from exc
+            if job.crashed:
+                raise TransientError(
+                    ErrorCode.CONNECTION_ERROR, "the page's renderer crashed"
+                ) from exc
+            raise map_playwright_error(exc, request.url) from exc
+
+    async def _allow(self, url: str) -> bool:
+        """Whether a page may request ``url``: every request Playwright routes (documents,
+        subresources, XHR/fetch) passes the same SSRF guard as the http tier. Known gaps, where
+        Chromium resolves on its own: redirect hops after the first request, WebSockets, DNS
+        prefetch and preconnect (README: browser tiers)."""
+        parts = urlsplit(url)
+        if parts.scheme in ("data", "blob", "about"):
+            return True
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return False
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            await self._guard.resolve(parts.hostname, port)
+        except SSRFBlocked as exc:
+            log.info("browser request refused: %s", exc.message)
+            return False
+        except FetchError:
+            return True  # DNS failures: let Chromium report them as the page's own error
+        return True
+
+    async def _render(
+        self,
+        ctx: BrowserContext,
+        request: BrowserRequest,
+        job: _Job,
+        cap: int,
+        timeout_s: float,
+    ) -> BrowserResponse:
+        await ctx.route("**/*", lambda route: self._on_route(route, job))
+        cookie = next((v for k, v in request.headers.items() if k.lower() == "cookie"), None)
+        if cookie:
+            await ctx.add_cookies(_cookies_for(request.url, cookie))
+        page = ctx.pages[0] if ctx.pages else await ctx.new_page()
+        page.set_default_timeout(timeout_s * 1000)
+        page.set_default_navigation_timeout(timeout_s * 1000)
+        page.on("crash", lambda _p: setattr(job, "crashed", True))
+        page.on("download", lambda _d: setattr(job, "download", True))
+        page.on("response", lambda r: _track_document(page, job, r))
+
+        try:
+            nav = await page.goto(request.url, wait_until=request.wait_until)
+        except PlaywrightError as exc:
+            # goto fails on an attachment before or after the page's "download" event arrives
+            # (both orders seen). Such failures carry no net:: code: give the event a moment.
+            if _net_token(exc) is None and not job.download and not page.is_closed():
+                with contextlib.suppress(PlaywrightError):
+                    await page.wait_for_event("download", timeout=500)
+            raise
+        if nav is None:
+            raise FatalError(ErrorCode.HTTP_ERROR, "no HTTP response for the main document")
+        if request.wait_for:
+            await page.wait_for_selector(request.wait_for, state="attached")
+        doc = job.document or nav  # a script may have navigated since
+        content_type = doc.headers.get("content-type")
+        if _mime(content_type) in _HTML_TYPES or not content_type:
+            body = await _rendered_html(page, cap)
+            content_type = "text/html; charset=utf-8"  # page.content() is text; we encode UTF-8
+        else:
+            # Not a document Chromium renders (JSON, text, XML...): keep the bytes as served.
+            body = await doc.body()
+            if len(body) > cap:
+                raise TooLarge(cap)
+        shot = None
+        if request.screenshot is not None:
+            shot = await page.screenshot(type="png", full_page=request.screenshot == "full")
+            if len(shot) > cap:
+                raise TooLarge(cap)
+        headers = await doc.all_headers()
+        sizes = await doc.request.sizes()
+        return BrowserResponse(
+            url=request.url,
+            final_url=page.url,
+            status=doc.status,
+            headers=headers,
+            body=body,
+            content_type=content_type,
+            wire_bytes=sizes["responseHeadersSize"] + sizes["responseBodySize"],
+            redirects=_redirects(doc.request),
+            screenshot=shot,
+        )
+
+    async def _on_route(self, route: Route, job: _Job) -> None:
+        req = route.request
+        try:
+            allowed = await self._allow(req.url)
+        except Exception:
+            # Fail closed: a guard that cannot decide (resolver down...) lets nothing through.
+            log.exception("the request guard failed on %s; denying it", req.url)
+            allowed = False
+        action = route_action(allowed, req.resource_type, job.blocked)
+        try:
+            if action == "deny":
+                job.denied.append(req.url)
+                await route.abort("accessdenied")  # net::ERR_ACCESS_DENIED
+            elif action == "block_resource":
+                await route.abort("blockedbyclient")
+            elif job.headers and _origin(req.url) == _origin(job.url):
+                await route.continue_(headers={**await req.all_headers(), **job.headers})
+            else:
+                await route.continue_()
+        except PlaywrightError:
+            # The page or context closed while this request waited; nothing left to route.
+            pass
+
+
+def _track_document(page: Page, job: _Job, response: Response) -> None:
+    """Keep the latest main-frame document response (JS navigations replace the first one)."""
+    request = response.request
+    if not request.is_navigation_request() or response.frame != page.main_frame:
+        return
+    if 300 <= response.status < 400 and "location" in response.headers:
+        return  # a redirect hop, not a document
+    job.document = response
+
+
+async def _rendered_html(page: Page, cap: int) -> bytes:
+    # Check the size in the renderer first, so a huge DOM is not shipped to us to be refused.
+    chars = await page.evaluate(
+        "() => document.documentElement ? document.documentElement.outerHTML.length : 0"
+    )
+    if isinstance(chars, int) and chars > cap:
+        raise TooLarge(cap)
+    try:
+        html = await page.content()
+    except PlaywrightError:
+        # A script navigated while we read; read the page it navigated to once it has loaded.
+        await page.wait_for_load_state("load")
+        html = await page.content()
+    body = html.encode("utf-8", "replace")
+    if len(body) > cap:
+        raise TooLarge(cap)
+    return body
+
+
+def _redirects(request: Request) -> int:
+    hops = 0
+    previous = request.redirected_from
+    while previous is not None:
+        hops += 1
+        previous = previous.redirected_from
+    return hops
+
+
+def _cookies_for(url: str, header: str) -> list[Any]:  # Playwright's SetCookieParam is private
+    """Cookies of a ``Cookie`` request header, scoped to ``url`` (host-only, like a server's)."""
+    cookies: list[Any] = []
+    for part in header.split(";"):
+        name, sep, value = part.strip().partition("=")
+        if sep and name:
+            cookies.append({"name": name, "value": value, "url": url})
+    return cookies
+
+
+if TYPE_CHECKING:
+
+    def _implements_the_protocol(f: BrowserFetcher) -> Fetcher:
+        return f
