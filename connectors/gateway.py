@@ -106,6 +106,7 @@ class Gateway:
         app.router.add_post("/v1/jobs/batch", self.post_batch)
         app.router.add_get("/v1/jobs/{job_id}", self.get_job)
         app.router.add_get("/v1/jobs/{job_id}/content", self.get_content)
+        app.router.add_get("/v1/jobs/{job_id}/screenshot", self.get_screenshot)
         app.router.add_get("/v1/usage", self.get_usage)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
@@ -351,6 +352,27 @@ class Gateway:
             headers={"Content-Type": row["content_type"] or "application/octet-stream"},
         )
 
+    async def get_screenshot(self, request: web.Request) -> web.Response:
+        row = await self._job_row(request.match_info["job_id"], request[TENANT])
+        if row is None:
+            raise ApiError(404, "not_found", "no such job for this API key")
+        if not row.get("screenshot_key"):
+            raise ApiError(
+                404, "no_screenshot", "no screenshot: ask for options.screenshot on a browser tier"
+            )
+        try:
+            data = await self._store.get(row["screenshot_key"])
+        except StorageError as exc:
+            raise ApiError(
+                503,
+                "unavailable",
+                "object storage is unavailable; retry shortly",
+                {"Retry-After": "5"},
+            ) from exc
+        if data is None:
+            raise ApiError(404, "no_screenshot", "screenshot object not found")
+        return web.Response(body=data, headers={"Content-Type": "image/png"})
+
     async def get_usage(self, request: web.Request) -> web.Response:
         row = await self._fetchone(
             "SELECT t.credits AS credits_remaining,"
@@ -415,7 +437,17 @@ def _wait_param(request: web.Request, max_wait_s: float) -> float:
 def _options(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ApiError(400, "invalid_request", "options must be an object")
-    unknown = set(raw) - {"timeout_s", "max_body_bytes", "headers", "egress_pool", "session_id"}
+    unknown = set(raw) - {
+        "timeout_s",
+        "max_body_bytes",
+        "headers",
+        "egress_pool",
+        "session_id",
+        "wait_until",
+        "wait_for",
+        "screenshot",
+        "block_resources",
+    }
     if unknown:
         raise ApiError(400, "invalid_request", f"unknown options: {', '.join(sorted(unknown))}")
     timeout_s = raw.get("timeout_s")
@@ -440,13 +472,36 @@ def _options(raw: Any) -> dict[str, Any]:
         "timeout_s": float(timeout_s) if timeout_s is not None else None,
         "max_body_bytes": max_body,
         "headers": headers,
-        "wait_until": None,
-        "wait_for": None,
-        "screenshot": None,
-        "block_resources": [],
+        "wait_until": _choice(raw, "wait_until", WAIT_UNTIL),
+        "wait_for": _short_str(raw, "wait_for"),
+        "screenshot": _choice(raw, "screenshot", SCREENSHOT),
+        "block_resources": _resources(raw),
         "session_id": _short_str(raw, "session_id"),
         "egress_pool": _short_str(raw, "egress_pool"),
     }
+
+
+WAIT_UNTIL = ("load", "domcontentloaded", "networkidle")
+SCREENSHOT = ("viewport", "full")
+RESOURCES = ("image", "font", "media", "stylesheet")
+
+
+def _choice(raw: dict[str, Any], name: str, allowed: tuple[str, ...]) -> str | None:
+    value = raw.get(name)
+    if value is not None and value not in allowed:
+        raise ApiError(
+            400, "invalid_request", f"options.{name} must be one of {', '.join(allowed)}"
+        )
+    return value
+
+
+def _resources(raw: dict[str, Any]) -> list[str]:
+    value = raw.get("block_resources") or []
+    if not isinstance(value, list) or any(v not in RESOURCES for v in value):
+        raise ApiError(
+            400, "invalid_request", f"options.block_resources is a list of {', '.join(RESOURCES)}"
+        )
+    return sorted(set(value))
 
 
 def _short_str(raw: dict[str, Any], name: str) -> str | None:

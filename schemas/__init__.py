@@ -8,7 +8,7 @@ Imports nothing else of ours. A consumer of ``scrape.results`` needs only this p
 
 from schemas.codec import Codec, default_codec
 from schemas.errors import DecodeError, ErrorCode
-from schemas.keys import content_object_key, derived_id, site_key
+from schemas.keys import content_object_key, derived_id, screenshot_object_key, site_key
 from schemas.topics import DELAYS_S, SPECS, TIER_ORDER, Key, Tier, TopicSet, TopicSpec, delay_bucket
 
 __all__ = [
@@ -26,5 +26,6 @@ __all__ = [
     "default_codec",
     "delay_bucket",
     "derived_id",
+    "screenshot_object_key",
     "site_key",
 ]

@@ -47,3 +47,8 @@ def derived_id(*parts: str) -> str:
 def content_object_key(tenant: str, job_id: str) -> str:
     """Where a job's content lives in object storage. Deterministic: rewrites are idempotent."""
     return f"content/{tenant}/{job_id[:2]}/{job_id}.html.gz"
+
+
+def screenshot_object_key(tenant: str, job_id: str) -> str:
+    """Where a job's screenshot (PNG) lives in object storage. Deterministic, like the content."""
+    return f"screenshots/{tenant}/{job_id[:2]}/{job_id}.png"

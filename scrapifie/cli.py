@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY, start_http_server
 
 from scrapifie import logs
 from scrapifie.settings import Settings
+from streams.browser_pool import BrowserConfig
 
 log = logging.getLogger("scrapifie")
 
@@ -48,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_up)
 
     s = sub.add_parser("worker", help="run a tier worker (Faust)")
-    s.add_argument("--tier", default="http", choices=["http"])
+    s.add_argument("--tier", default="http", choices=["http", "browser", "stealth"])
     s.set_defaults(func=_worker)
 
     s = sub.add_parser("router", help="run the learned router for tier=auto jobs (Faust)")
@@ -120,10 +121,20 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
         REGISTRY,
         str(datadir),
         settings.egress,
+        _browser_config(settings, args.tier),
     )
     worker = Worker(app, loglevel=settings.log_level.lower(), override_logging=False, quiet=True)
     worker.execute_from_commandline()  # returns via SystemExit on SIGTERM / SIGINT
     return 0
+
+
+def _browser_config(settings: Settings, tier: str) -> BrowserConfig | None:
+    if tier == "browser":
+        return settings.browser
+    if tier == "stealth":
+        profiles = settings.stealth.profiles_dir or settings.data_dir.resolve() / "profiles"
+        return settings.stealth.model_copy(update={"profiles_dir": profiles})
+    return None
 
 
 def _router(settings: Settings, _args: argparse.Namespace) -> int:

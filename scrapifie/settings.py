@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.config import GatewayConfig, PostgresConfig, SinkConfig, StorageConfig
 from schemas.kafka import KafkaConfig
+from streams.browser_pool import BrowserConfig
 from streams.config import FetchConfig, WorkerConfig
 from streams.egress import EgressConfig
 
@@ -53,6 +54,13 @@ class Settings(BaseSettings):
     fetch: FetchConfig = Field(default_factory=FetchConfig)
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
     egress: EgressConfig = Field(default_factory=EgressConfig)
+    browser: BrowserConfig = Field(default_factory=BrowserConfig)
+    stealth: BrowserConfig = Field(
+        default_factory=lambda: BrowserConfig(
+            browsers=1, contexts_per_browser=2, pages_per_browser=50, persistent_contexts=2
+        ),
+        description="The premium tier: fewer pages at once, persistent profiles per session.",
+    )
     postgres: PostgresConfig = Field(default_factory=PostgresConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     sink: SinkConfig = Field(default_factory=SinkConfig)

@@ -58,10 +58,17 @@ def run_stack(settings: Settings, repo_root: Path, workers: int) -> int:
             postgres.start()
         asyncio.run(_prepare(settings, data))
         env = {**os.environ, "SCRAPIFIE_DATA_DIR": str(data)}
-        commands = [["worker", "--tier", "http"]] * workers + [["router"], ["sink"], ["gateway"]]
+        commands = [
+            *[["worker", "--tier", "http"]] * workers,
+            ["worker", "--tier", "browser"],
+            ["worker", "--tier", "stealth"],
+            ["router"],
+            ["sink"],
+            ["gateway"],
+        ]
         for i, cmd in enumerate(commands):
             child_env = dict(env)
-            if cmd[0] == "worker" and i > 0:
+            if cmd[0] == "worker" and i > 0:  # one metrics port per worker process
                 child_env["SCRAPIFIE_WORKER_METRICS_PORT"] = str(
                     settings.worker_metrics_port + 10 + i
                 )

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from schemas import DELAYS_S, TopicSet, default_codec
 from schemas.kafka import EventProducer, KafkaConfig
+from streams.browser_pool import BrowserConfig
 from streams.config import FetchConfig, WorkerConfig
 from streams.egress import EgressConfig, EgressFetcher, EgressPools
 from streams.faust_io import event_headers, raw_topic
@@ -31,7 +32,7 @@ from streams.processor import InputRecord, TierProcessor
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_TIERS = ("http",)
+SUPPORTED_TIERS = ("http", "browser", "stealth")
 
 
 def build_app(
@@ -42,6 +43,7 @@ def build_app(
     registry: CollectorRegistry,
     datadir: str,
     egress: EgressConfig | None = None,
+    browser: BrowserConfig | None = None,
 ) -> faust.App:
     """A Faust app consuming ``scrape.<tier>``. Topics must exist (``scrapifie topics``)."""
     if tier not in SUPPORTED_TIERS:
@@ -64,6 +66,12 @@ def build_app(
         autodiscover=False,
     )
     source = raw_topic(app, topics.tier(tier))
+    in_flight = worker.max_in_flight
+    if tier != "http":
+        # More jobs than the pool can render would only wait inside it: let them wait in Kafka.
+        cfg = browser or BrowserConfig()
+        capacity = cfg.browsers * cfg.contexts_per_browser + cfg.persistent_contexts
+        in_flight = min(in_flight, capacity)
     metrics = StreamMetrics(registry)
 
     async def process(stream: Any) -> None:
@@ -71,14 +79,15 @@ def build_app(
         noack = stream.noack()
         async with (
             EventProducer(kafka, f"worker-{tier}") as producer,
-            HttpFetcher(fetch) as fetcher,
+            _fetcher(tier, fetch, browser) as fetcher,
         ):
             limiter = SiteLimiter(
                 worker.site_default, worker.site_limits, max_delay_s=worker.max_site_delay_s
             )
             egress_fetcher = EgressFetcher(
                 fetcher,
-                EgressPools(egress or EgressConfig()),
+                # Browser tiers connect directly for now (README: egress for browser tiers).
+                EgressPools(egress if egress is not None and tier == "http" else EgressConfig()),
                 tier,
                 lambda pool, proxy, ok: metrics.egress.labels(
                     pool, proxy, "ok" if ok else "fail"
@@ -97,7 +106,7 @@ def build_app(
                 limiter,
                 robots,
             )
-            window: OrderedAcks[Any] = OrderedAcks(worker.max_in_flight, noack.ack)
+            window: OrderedAcks[Any] = OrderedAcks(in_flight, noack.ack)
             try:
                 async for event in noack.events():
                     msg = event.message
@@ -122,6 +131,14 @@ def build_app(
             _releaser(tier, seconds, kafka, topics, metrics)
         )
     return app
+
+
+def _fetcher(tier: str, fetch: FetchConfig, browser: BrowserConfig | None) -> Any:
+    if tier == "http":
+        return HttpFetcher(fetch)
+    from streams.fetchers.browser import BrowserFetcher
+
+    return BrowserFetcher(fetch, browser or BrowserConfig())
 
 
 def _releaser(

@@ -252,18 +252,8 @@ class TierProcessor:
         outcome: Outcome | None = None
         response: FetchResponse | None = None
         self._metrics.in_flight.labels(self.tier).inc()
-        opts = job["options"]
         try:
-            response = await self._fetcher.fetch(
-                FetchRequest(
-                    url=url,
-                    headers=opts["headers"],
-                    timeout_s=opts["timeout_s"],
-                    max_body_bytes=opts["max_body_bytes"],
-                    egress_pool=opts["egress_pool"],
-                    session_id=opts["session_id"],
-                )
-            )
+            response = await self._fetcher.fetch(self._request(job, url))
             outcome = classify_response(response, self.tier)
         except FetchError as exc:
             outcome = classify_error(exc)
@@ -277,6 +267,35 @@ class TierProcessor:
                 outcome.retry_after_s if outcome is not None else None,
             )
         return outcome, response
+
+    def _request(self, job: dict[str, Any], url: str) -> FetchRequest:
+        opts = job["options"]
+        if self.tier == "http":
+            return FetchRequest(
+                url=url,
+                headers=opts["headers"],
+                timeout_s=opts["timeout_s"],
+                max_body_bytes=opts["max_body_bytes"],
+                egress_pool=opts["egress_pool"],
+                session_id=opts["session_id"],
+            )
+        from streams.fetchers.browser import BrowserRequest
+
+        stealth = self.tier == "stealth"
+        return BrowserRequest(
+            url=url,
+            headers=opts["headers"],
+            # The premium tier waits longer by default: slow sites are why jobs get there.
+            timeout_s=opts["timeout_s"] or (self._fetch_config.timeout_s * 2 if stealth else None),
+            max_body_bytes=opts["max_body_bytes"],
+            wait_until=opts["wait_until"] or ("networkidle" if stealth else "load"),
+            wait_for=opts["wait_for"],
+            screenshot=opts["screenshot"],
+            block_resources=frozenset(opts["block_resources"]),
+            # Persistent profiles (cookies across a session's jobs) are the stealth tier's.
+            tenant=job["tenant"] if stealth and opts["session_id"] else None,
+            session_id=opts["session_id"] if stealth else None,
+        )
 
     async def defer(
         self, job: dict[str, Any], rec: InputRecord, wait_s: float, reason: str
@@ -340,7 +359,7 @@ class TierProcessor:
             "content_bytes": len(body) if body is not None else 0,
             "content_sha256": hashlib.sha256(body).hexdigest() if body is not None else None,
             "response_headers": dict(resp.headers) if resp is not None else {},
-            "screenshot": None,
+            "screenshot": getattr(resp, "screenshot", None) if outcome.ok else None,
             "created_at": job["created_at"],
             "finished_at": now,
             "duration_ms": int(elapsed * 1000),

@@ -15,10 +15,12 @@ FINAL = ("succeeded", "failed")
 UPSERT_RESULT = """
 INSERT INTO jobs (job_id, tenant_id, url, status, tier, attempts, http_status, error_code,
                   error_message, final_url, content_type, content_bytes, content_sha256,
-                  content_key, result_event_id, trace_id, created_at, finished_at, updated_at)
+                  content_key, screenshot_key, result_event_id, trace_id, created_at,
+                  finished_at, updated_at)
 VALUES (%(job_id)s, %(tenant)s, %(url)s, %(status)s, %(tier)s, %(attempts)s, %(http_status)s,
         %(error_code)s, %(error_message)s, %(final_url)s, %(content_type)s, %(content_bytes)s,
-        %(content_sha256)s, %(content_key)s, %(event_id)s, %(trace_id)s, %(created_at)s,
+        %(content_sha256)s, %(content_key)s, %(screenshot_key)s, %(event_id)s, %(trace_id)s,
+        %(created_at)s,
         %(finished_at)s, now())
 ON CONFLICT (tenant_id, job_id) DO UPDATE SET
     status = EXCLUDED.status, tier = EXCLUDED.tier, attempts = EXCLUDED.attempts,
@@ -26,6 +28,7 @@ ON CONFLICT (tenant_id, job_id) DO UPDATE SET
     error_message = EXCLUDED.error_message, final_url = EXCLUDED.final_url,
     content_type = EXCLUDED.content_type, content_bytes = EXCLUDED.content_bytes,
     content_sha256 = EXCLUDED.content_sha256, content_key = EXCLUDED.content_key,
+    screenshot_key = EXCLUDED.screenshot_key,
     result_event_id = EXCLUDED.result_event_id, finished_at = EXCLUDED.finished_at,
     updated_at = now()
 WHERE jobs.status NOT IN ('succeeded', 'failed')

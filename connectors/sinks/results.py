@@ -14,7 +14,7 @@ from typing import Any
 from connectors.sinks.base import Decoded
 from connectors.sinks.pg import UPSERT_RESULT, PgWriter
 from connectors.storage import ObjectStore
-from schemas import TopicSet, content_object_key
+from schemas import TopicSet, content_object_key, screenshot_object_key
 
 
 class ResultsSink:
@@ -41,18 +41,25 @@ class ResultsSink:
         done = await self._db.final_jobs(list(first))
         todo = [r for job, r in first.items() if job not in done]
         await asyncio.gather(*(self._put(r) for r in todo))
-        rows = [{**r, "content_key": _key(r)} for r in todo]
+        rows = [{**r, "content_key": _key(r), "screenshot_key": _shot_key(r)} for r in todo]
         await self._db.execute_many([(UPSERT_RESULT, rows)])
 
     async def _put(self, result: dict[str, Any]) -> None:
-        key = _key(result)
-        if key is None:
-            return
+        key, shot = _key(result), _shot_key(result)
         async with self._sem:
-            await self._store.put_if_absent(key, result["content"], "application/gzip")
+            if key is not None:
+                await self._store.put_if_absent(key, result["content"], "application/gzip")
+            if shot is not None:
+                await self._store.put_if_absent(shot, result["screenshot"], "image/png")
 
 
 def _key(result: dict[str, Any]) -> str | None:
     if result["content"] is None:
         return None
     return content_object_key(result["tenant"], result["job_id"])
+
+
+def _shot_key(result: dict[str, Any]) -> str | None:
+    if result["screenshot"] is None:
+        return None
+    return screenshot_object_key(result["tenant"], result["job_id"])

@@ -157,6 +157,7 @@ def running_stack(
     tmp: Path,
     allow_private: list[str],
     extra_env: dict[str, str] | None = None,
+    tiers: tuple[str, ...] = ("http",),
 ) -> Iterator[Stack]:
     """A worker, the sinks and the gateway on a fresh topic prefix, configured only through
     the environment, exactly as a user runs them."""
@@ -181,8 +182,7 @@ def running_stack(
         "SCRAPIFIE_WORKER_METRICS_PORT": str(free_port()),
         "SCRAPIFIE_SINK_METRICS_PORT": str(free_port()),
         "SCRAPIFIE_ROUTER_METRICS_PORT": str(free_port()),
-        # Only the http tier runs in this stack.
-        "SCRAPIFIE_GATEWAY__TIERS": '["http"]',
+        "SCRAPIFIE_GATEWAY__TIERS": json.dumps(list(tiers)),
         # Private targets are refused unless listed exactly (SSRF guard).
         "SCRAPIFIE_FETCH__ALLOW_PRIVATE": json.dumps(allow_private),
         **(extra_env or {}),
@@ -198,7 +198,12 @@ def running_stack(
         api_key = pool.submit(asyncio.run, prepare()).result()
     st = Stack(cfg, postgres.dsn, f"http://127.0.0.1:{gw_port}", api_key, s3, env, tmp / "logs")
     st.tenant = f"acme-{prefix.rstrip('.')}"
-    st.start("worker", "worker", "--tier", "http")
+    for tier in tiers:
+        name = "worker" if tier == "http" else f"worker-{tier}"
+        port = env["SCRAPIFIE_WORKER_METRICS_PORT"] if tier == "http" else str(free_port())
+        st.env = {**env, "SCRAPIFIE_WORKER_METRICS_PORT": port}
+        st.start(name, "worker", "--tier", tier)
+    st.env = env
     st.start("router", "router")
     st.start("sink", "sink")
     st.start("gateway", "gateway")

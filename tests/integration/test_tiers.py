@@ -1,0 +1,233 @@
+"""The browser and stealth tiers in the pipeline, with real Chromium: escalation from http,
+learned routing, persistent stealth sessions per tenant, screenshots."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from schemas import Codec
+from scrapifie.admin import add_tenant
+from scrapifie.local.kafka import LocalKafka
+from scrapifie.local.postgres import LocalPostgres
+from tests.integration.conftest import S3Endpoint, Stack, running_stack
+from tests.integration.helpers import wait_final
+
+pytestmark = pytest.mark.integration
+
+SHELL = (
+    '<html><head><title>app</title></head><body><div id="root"></div><script>'
+    "document.getElementById('root').innerHTML = '<p>' + 'Rendered by JavaScript. '.repeat(30)"
+    " + '</p>';</script></body></html>"
+)
+CHALLENGE = (
+    "<html><body>checking<script>document.cookie = 'js_ok=1; path=/'; location.reload();"
+    "</script></body></html>"
+)
+
+
+class JsSite:
+    """Pages only a browser can read, on 127.0.0.7 (a site of its own for the router)."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                path = self.path.split("?")[0]
+                cookies = self.headers.get("Cookie", "")
+                extra: dict[str, str] = {}
+                status = 200
+                if path.startswith("/js-only/"):
+                    body = SHELL
+                elif path.startswith("/needs-js/"):
+                    if "js_ok=1" in cookies:
+                        body = "<html><body><p>" + "Welcome, browser. " * 30 + "</p></body></html>"
+                    else:
+                        status, body = 403, CHALLENGE
+                elif path == "/session/set":
+                    extra["Set-Cookie"] = "sid=kept; Path=/; Max-Age=3600"
+                    body = "<html><body>" + "set " * 60 + "</body></html>"
+                elif path == "/session/echo":
+                    body = (
+                        f"<html><body><p id='c'>cookies:[{cookies}]</p>"
+                        + "x " * 120
+                        + "</body></html>"
+                    )
+                else:
+                    status, body = 404, "none"
+                data = body.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in extra.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.7", 0), Handler)
+        self.server.daemon_threads = True
+        self.base = f"http://127.0.0.7:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def js_site() -> Iterator[JsSite]:
+    if not os.access("/usr/bin/chromium", os.X_OK):
+        pytest.fail("/usr/bin/chromium is required (make install provides it)")
+    site = JsSite()
+    yield site
+    site.close()
+
+
+@pytest.fixture(scope="module")
+def tier_stack(
+    kafka: LocalKafka,
+    postgres: LocalPostgres,
+    s3: S3Endpoint,
+    js_site: JsSite,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    env = {
+        "SCRAPIFIE_WORKER__SITE_LIMITS": json.dumps(
+            {"127.0.0.7": {"rate_per_s": 100, "concurrency": 8}}
+        ),
+        "SCRAPIFIE_BROWSER__BROWSERS": "1",
+        "SCRAPIFIE_STEALTH__PERSISTENT_CONTEXTS": "2",
+    }
+    with running_stack(
+        kafka,
+        postgres,
+        s3,
+        tmp_path_factory.mktemp("tiers"),
+        [js_site.base.removeprefix("http://")],
+        env,
+        tiers=("http", "browser", "stealth"),
+    ) as st:
+        yield st
+
+
+async def _submit(st: Stack, body: dict[str, Any], key: str | None = None) -> dict[str, Any]:
+    async with st.client() as client:
+        headers = {"Authorization": f"Bearer {key}"} if key else None
+        resp = await client.post("/v1/jobs", json=body, headers=headers)
+        assert resp.status_code == 202, resp.text
+        job_id = resp.json()["job_id"]
+    return (await wait_final(st.dsn, [job_id], timeout_s=120))[job_id]
+
+
+async def _escalations(st: Stack, job_ids: set[str]) -> list[dict[str, Any]]:
+    consumer = AIOKafkaConsumer(
+        st.kafka.topics.escalations,
+        bootstrap_servers=st.kafka.bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+    )
+    await consumer.start()
+    found: list[dict[str, Any]] = []
+    try:
+        for _ in range(10):
+            for msgs in (await consumer.getmany(timeout_ms=500)).values():
+                for m in msgs:
+                    record = Codec().decode(m.value or b"", expect="Escalation")[1]
+                    if record["job_id"] in job_ids:
+                        found.append(record)
+            if len(found) >= len(job_ids):
+                break
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def test_a_javascript_page_escalates_from_http_and_the_browser_renders_it(
+    tier_stack: Stack, js_site: JsSite
+) -> None:
+    row = await _submit(tier_stack, {"url": f"{js_site.base}/js-only/1", "tier": "http"})
+    assert (row["status"], row["tier"], row["attempts"]) == ("succeeded", "browser", 2), row
+    async with tier_stack.client() as client:
+        content = (await client.get(f"/v1/jobs/{row['job_id']}/content")).text
+    assert "Rendered by JavaScript." in content
+    (esc,) = await _escalations(tier_stack, {row["job_id"]})
+    assert (esc["from_tier"], esc["to_tier"], esc["marker"]) == (
+        "http",
+        "browser",
+        "empty_js_shell",
+    )
+
+
+async def test_a_403_for_clients_without_javascript_escalates_with_the_reason(
+    tier_stack: Stack, js_site: JsSite
+) -> None:
+    row = await _submit(tier_stack, {"url": f"{js_site.base}/needs-js/1", "tier": "http"})
+    assert (row["status"], row["tier"], row["http_status"]) == ("succeeded", "browser", 200), row
+    (esc,) = await _escalations(tier_stack, {row["job_id"]})
+    assert (esc["http_status"], esc["marker"]) == (403, "http_403")
+    assert "403" in esc["reason"]
+
+
+async def test_after_a_few_jobs_auto_routes_a_js_only_site_straight_to_the_browser(
+    tier_stack: Stack, js_site: JsSite
+) -> None:
+    # Until the router has seen enough blocks, auto jobs start on http and escalate.
+    learning = []
+    for i in range(6):
+        row = await _submit(tier_stack, {"url": f"{js_site.base}/js-only/r{i}"})
+        learning.append((row["tier"], row["attempts"]))
+        if row["attempts"] == 1:
+            break
+    assert learning[-1] == ("browser", 1), learning  # learned within a few jobs
+    later = [await _submit(tier_stack, {"url": f"{js_site.base}/js-only/s{i}"}) for i in range(3)]
+    for r in later:
+        assert (r["status"], r["tier"], r["attempts"]) == ("succeeded", "browser", 1), r
+        assert r["router_reason"].startswith("learned: http blocked")
+
+
+async def test_stealth_sessions_keep_cookies_per_tenant_and_screenshots_are_stored(
+    tier_stack: Stack, js_site: JsSite
+) -> None:
+    other_key = await add_tenant(tier_stack.dsn, f"other-{uuid.uuid4().hex[:6]}", 1000)
+    opts = {"session_id": "s-1"}
+    await _submit(
+        tier_stack, {"url": f"{js_site.base}/session/set", "tier": "stealth", "options": opts}
+    )
+    same = await _submit(
+        tier_stack,
+        {
+            "url": f"{js_site.base}/session/echo",
+            "tier": "stealth",
+            "options": {**opts, "screenshot": "viewport"},
+        },
+    )
+    other = await _submit(
+        tier_stack,
+        {"url": f"{js_site.base}/session/echo", "tier": "stealth", "options": opts},
+        key=other_key,
+    )
+    async with tier_stack.client() as client:
+        same_body = (await client.get(f"/v1/jobs/{same['job_id']}/content")).text
+        shot = await client.get(f"/v1/jobs/{same['job_id']}/screenshot")
+    async with tier_stack.client() as client:
+        other_body = (
+            await client.get(
+                f"/v1/jobs/{other['job_id']}/content",
+                headers={"Authorization": f"Bearer {other_key}"},
+            )
+        ).text
+    assert "sid=kept" in same_body
+    assert "sid=kept" not in other_body  # another tenant's profile, even with the same session id
+    assert shot.status_code == 200 and shot.content.startswith(b"\x89PNG\r\n\x1a\n")
