@@ -329,39 +329,41 @@ class Gateway:
         return web.json_response(_job_json(row))
 
     async def get_content(self, request: web.Request) -> web.Response:
-        row = await self._job_row(request.match_info["job_id"], request[TENANT])
-        if row is None:
-            raise ApiError(404, "not_found", "no such job for this API key")
-        if row["status"] != "succeeded" or not row["content_key"]:
-            raise ApiError(
-                404, "no_content", f"job is {row['status']}; content exists only for succeeded jobs"
-            )
-        try:
-            data = await self._store.get(row["content_key"])
-        except StorageError as exc:
-            raise ApiError(
-                503,
-                "unavailable",
-                "object storage is unavailable; retry shortly",
-                {"Retry-After": "5"},
-            ) from exc
-        if data is None:
-            raise ApiError(404, "no_content", "content object not found")
+        row, data = await self._stored(
+            request,
+            "content_key",
+            "no_content",
+            lambda r: f"job is {r['status']}; content exists only for succeeded jobs",
+        )
         return web.Response(
             body=gzip.decompress(data),
             headers={"Content-Type": row["content_type"] or "application/octet-stream"},
         )
 
     async def get_screenshot(self, request: web.Request) -> web.Response:
+        _row, data = await self._stored(
+            request,
+            "screenshot_key",
+            "no_screenshot",
+            lambda _r: "no screenshot: ask for options.screenshot on a browser tier",
+        )
+        return web.Response(body=data, headers={"Content-Type": "image/png"})
+
+    async def _stored(
+        self,
+        request: web.Request,
+        key_column: str,
+        code: str,
+        missing: Callable[[dict[str, Any]], str],
+    ) -> tuple[dict[str, Any], bytes]:
+        """The caller's job row and the object its ``key_column`` names (404/503 otherwise)."""
         row = await self._job_row(request.match_info["job_id"], request[TENANT])
         if row is None:
             raise ApiError(404, "not_found", "no such job for this API key")
-        if not row.get("screenshot_key"):
-            raise ApiError(
-                404, "no_screenshot", "no screenshot: ask for options.screenshot on a browser tier"
-            )
+        if row["status"] != "succeeded" or not row.get(key_column):
+            raise ApiError(404, code, missing(row))
         try:
-            data = await self._store.get(row["screenshot_key"])
+            data = await self._store.get(row[key_column])
         except StorageError as exc:
             raise ApiError(
                 503,
@@ -370,8 +372,8 @@ class Gateway:
                 {"Retry-After": "5"},
             ) from exc
         if data is None:
-            raise ApiError(404, "no_screenshot", "screenshot object not found")
-        return web.Response(body=data, headers={"Content-Type": "image/png"})
+            raise ApiError(404, code, "object not found in storage")
+        return row, data
 
     async def get_usage(self, request: web.Request) -> web.Response:
         row = await self._fetchone(
