@@ -11,13 +11,21 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, RequestTimedOutError
+from aiokafka.errors import (
+    InvalidProducerIdMapping,
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    OutOfOrderSequenceNumber,
+    RequestTimedOutError,
+    UnknownProducerId,
+)
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.topics import MAX_MESSAGE_BYTES, TopicSet
 
 log = logging.getLogger(__name__)
 _RETRY_ALWAYS = (KafkaConnectionError, KafkaTimeoutError, RequestTimedOutError)
+_RESET_PRODUCER = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerIdMapping)
 
 
 class KafkaConfig(BaseModel):
@@ -79,7 +87,9 @@ class EventProducer:
     def __init__(self, cfg: KafkaConfig, role: str, *, max_backoff_s: float = 5.0) -> None:
         from aiokafka import AIOKafkaProducer
 
-        self._producer = AIOKafkaProducer(**producer_kwargs(cfg, role))
+        self._kwargs = producer_kwargs(cfg, role)
+        self._producer = AIOKafkaProducer(**self._kwargs)
+        self._lock = asyncio.Lock()
         self._max_backoff_s = max_backoff_s
 
     async def __aenter__(self) -> EventProducer:
@@ -126,12 +136,32 @@ class EventProducer:
                 ]
                 await asyncio.gather(*futures)
                 return
+            except _RESET_PRODUCER as exc:
+                # After a broker restart the idempotent producer's sequence state can be
+                # rejected for good (aiokafka#1017): start a fresh producer (new producer id)
+                # and send again. Consumers are idempotent, so a resend duplicates nothing.
+                log.warning("kafka producer state rejected (%s); restarting the producer", exc)
+                await self._reset(delay)
+                delay = min(delay * 2, self._max_backoff_s)
             except KafkaError as exc:
                 if not getattr(exc, "retriable", False) and not isinstance(exc, _RETRY_ALWAYS):
                     raise
                 log.warning("kafka send failed (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_backoff_s)
+
+    async def _reset(self, delay: float) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        async with self._lock:
+            old = self._producer
+            self._producer = AIOKafkaProducer(**self._kwargs)
+            try:
+                await old.stop()
+            except Exception as exc:  # the old one is being discarded either way
+                log.info("stopping the discarded producer: %s", exc)
+            await asyncio.sleep(delay)
+            await self._start()
 
     async def flush(self) -> None:
         await self._producer.flush()

@@ -106,6 +106,8 @@ class SinkRunner:
         group = f"{config.group_prefix}-{kafka.topic_prefix}sink-{handler.name}"
         topics = kafka.topics
         self._request_topics = {topics.requests, *(topics.tier(t) for t in TIER_ORDER)}
+        # A record of the wrong type on a topic is as undecodable as garbage: DLQ, not a crash.
+        self._expected = {topics.results: "ScrapeResult", topics.metering: "Metering"}
         self._consumer = AIOKafkaConsumer(
             *handler.topics(), **consumer_kwargs(kafka, group, f"sink-{handler.name}")
         )
@@ -138,7 +140,9 @@ class SinkRunner:
                     if m.topic in self._request_topics:
                         kind, value = "ScrapeRequest", self._codec.decode_request(m.value or b"")
                     else:
-                        kind, value = self._codec.decode(m.value or b"")
+                        kind, value = self._codec.decode(
+                            m.value or b"", expect=self._expected.get(m.topic)
+                        )
                 except DecodeError as exc:
                     if m.topic in dlq_topics:
                         await self._to_dlq(m, exc.reason, exc.detail)
