@@ -23,7 +23,7 @@ from schemas.kafka import EventProducer, KafkaConfig
 from streams.browser_pool import BrowserConfig
 from streams.config import FetchConfig, WorkerConfig
 from streams.egress import EgressConfig, EgressFetcher, EgressPools
-from streams.faust_io import event_headers, raw_topic
+from streams.faust_io import event_headers, new_app, raw_topic
 from streams.fetchers.http import HttpFetcher
 from streams.metrics import StreamMetrics
 from streams.ordered import OrderedAcks
@@ -49,21 +49,15 @@ def build_app(
     if tier not in SUPPORTED_TIERS:
         raise ValueError(f"unknown tier {tier!r}; valid: {', '.join(SUPPORTED_TIERS)}")
     topics: TopicSet = kafka.topics
-    app = faust.App(
+    app = new_app(
         f"{worker.group_prefix}-{kafka.topic_prefix}{tier}",
-        broker=[f"kafka://{b.strip()}" for b in kafka.bootstrap.split(",")],
-        datadir=datadir,
-        web_enabled=False,
-        topic_disable_leader=True,
-        topic_allow_declare=False,
-        consumer_auto_offset_reset="earliest",
+        kafka,
+        datadir,
         broker_commit_interval=1.0,
         broker_commit_every=200,
         consumer_max_fetch_size=kafka.max_message_bytes + 65536,
         stream_buffer_maxsize=max(256, worker.max_in_flight * 2),
         producer_max_request_size=kafka.max_message_bytes + 65536,
-        store="memory://",
-        autodiscover=False,
     )
     source = raw_topic(app, topics.tier(tier))
     in_flight = worker.max_in_flight

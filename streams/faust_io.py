@@ -6,6 +6,8 @@ from typing import Any
 
 import faust
 
+from schemas.kafka import KafkaConfig
+
 
 def raw_topic(app: faust.App, name: str) -> Any:
     """A topic whose keys and values reach the agent as the bytes on the wire (decoding is ours,
@@ -26,3 +28,21 @@ def event_headers(raw: Any) -> list[tuple[str, bytes]]:
         return []
     items = raw.items() if isinstance(raw, dict) else raw
     return [(str(k), bytes(v) if v is not None else b"") for k, v in items]
+
+
+def new_app(app_id: str, kafka: KafkaConfig, datadir: str, **settings: Any) -> faust.App:
+    """A Faust app with our defaults: no web server (metrics have their own 127.0.0.1
+    endpoint), no leader topic, topics never declared by Faust (``scrapifie topics`` creates
+    them with explicit partitions), in-memory table store, read from the earliest offset."""
+    return faust.App(
+        app_id,
+        broker=[f"kafka://{b.strip()}" for b in kafka.bootstrap.split(",")],
+        datadir=datadir,
+        web_enabled=False,
+        topic_disable_leader=True,
+        topic_allow_declare=False,
+        consumer_auto_offset_reset="earliest",
+        store="memory://",
+        autodiscover=False,
+        **settings,
+    )

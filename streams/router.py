@@ -17,7 +17,7 @@ from schemas import TIER_ORDER, DecodeError, default_codec, site_key
 from schemas import headers as hdr
 from schemas.kafka import EventProducer, KafkaConfig
 from streams.config import WorkerConfig
-from streams.faust_io import event_headers, raw_topic
+from streams.faust_io import event_headers, new_app, raw_topic
 from streams.routing import RoutingPolicy, choose, observe
 
 log = logging.getLogger(__name__)
@@ -36,18 +36,12 @@ def build_router(
     kafka: KafkaConfig, worker: WorkerConfig, registry: CollectorRegistry, datadir: str
 ) -> faust.App:
     topics = kafka.topics
-    app = faust.App(
+    # The table's changelog topic is created before the worker starts (scrapifie router):
+    # Faust declaring it itself raced the first table write (PartitionsMismatch, 0 partitions).
+    app = new_app(
         f"{worker.group_prefix}-{kafka.topic_prefix}router",
-        broker=[f"kafka://{b.strip()}" for b in kafka.bootstrap.split(",")],
-        datadir=datadir,
-        web_enabled=False,
-        topic_disable_leader=True,
-        # The table's changelog topic is created before the worker starts (scrapifie router):
-        # Faust declaring it itself raced the first table write (PartitionsMismatch, 0 partitions).
-        topic_allow_declare=False,
-        consumer_auto_offset_reset="earliest",
-        store="memory://",
-        autodiscover=False,
+        kafka,
+        datadir,
         table_cleanup_interval=60.0,
     )
     requests = raw_topic(app, topics.requests)

@@ -215,6 +215,15 @@ class SinkKiller(threading.Thread):
             time.sleep(0.1)
         return False
 
+    def _wanted_commit(self, conn: psycopg.Connection[Any], timeout_s: float) -> bool:
+        """Wait for the first write of a sink still wanted to commit."""
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            for note in conn.notifies(timeout=left, stop_after=1):
+                if note.payload in self.wanted:
+                    return True
+        return False
+
     def _signal(self, sig: signal.Signals) -> None:
         os.kill(self.stack.procs["sink"].pid, sig)
 
@@ -227,10 +236,10 @@ class SinkKiller(threading.Thread):
             self.listening.set()
             while self.wanted and not self.stop_event.is_set() and self.tries < self.rounds:
                 locker.execute("LOCK TABLE jobs, attempts IN EXCLUSIVE MODE")
-                lined_up = self._wait_blocked(conn, writers=2, timeout_s=45)
+                lined_up = self._wait_blocked(conn, writers=2, timeout_s=60)
                 list(conn.notifies(timeout=0.05))  # writes from before the lock: stale
                 locker.commit()
-                if not lined_up or not list(conn.notifies(timeout=10, stop_after=1)):
+                if not lined_up or not self._wanted_commit(conn, timeout_s=10):
                     continue
                 self._signal(signal.SIGSTOP)
                 self.tries += 1
