@@ -29,18 +29,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from playwright.async_api import Browser, BrowserContext, Playwright, async_playwright
+from playwright.async_api import Error as PlaywrightError
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas import ErrorCode
 from streams.errors import TransientError
-
-try:
-    from playwright.async_api import Browser, BrowserContext, Playwright, async_playwright
-    from playwright.async_api import Error as PlaywrightError
-except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise ImportError(
-        "the browser tiers need Playwright: pip install 'scrapifie[browser]'"
-    ) from exc
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self, get_args
 from urllib.parse import urlsplit
 
+from playwright.async_api import BrowserContext, Page, Request, Response, Route
+from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import TimeoutError as PlaywrightTimeoutError
+
 from schemas import ErrorCode
 from streams.browser_pool import BrowserConfig, BrowserPool
 from streams.config import FetchConfig
@@ -33,15 +37,6 @@ from streams.decompress import TooLarge
 from streams.errors import FatalError, FetchError, TransientError
 from streams.fetchers.base import Fetcher, FetchRequest, FetchResponse
 from streams.ssrf import EgressGuard, SSRFBlocked
-
-try:
-    from playwright.async_api import BrowserContext, Page, Request, Response, Route
-    from playwright.async_api import Error as PlaywrightError
-    from playwright.async_api import TimeoutError as PlaywrightTimeoutError
-except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise ImportError(
-        "the browser tiers need Playwright: pip install 'scrapifie[browser]'"
-    ) from exc
 
 log = logging.getLogger(__name__)
 
