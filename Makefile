@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PG_INITDB := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb))
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps kafka-jars run test test-unit test-integration lint bench clean
+.PHONY: install system-deps kafka-jars run test test-unit test-integration test-faults lint bench clean
 
 install: system-deps $(STAMP) kafka-jars
 
@@ -56,6 +56,9 @@ test-unit: $(STAMP)
 
 test-integration: install
 	$(PY) -m pytest -m integration $(PYTEST_ARGS)
+
+test-faults: install
+	$(PY) -m pytest -m faults $(PYTEST_ARGS)
 
 # Benchmarks (never part of `make test`): see bench/README.md.
 bench: install

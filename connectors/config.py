@@ -39,6 +39,14 @@ class SinkConfig(BaseModel):
     batch_wait_s: float = Field(0.05, ge=0, description="Longest wait to fill a batch.")
     max_backoff_s: float = Field(10.0, gt=0, description="Cap of the retry backoff on failures.")
     group_prefix: str = Field("scrapifie", description="Consumer group prefix.")
+    instance_id: str | None = Field(
+        None,
+        description=(
+            "Static group membership id (Kafka KIP-345), unique and stable per process (e.g. the"
+            " pod name): a restarted process takes its partitions back at once instead of"
+            " waiting for its old session to expire."
+        ),
+    )
 
 
 class GatewayConfig(BaseModel):
@@ -48,6 +56,9 @@ class GatewayConfig(BaseModel):
     port: int = Field(8080, description="Listen port.")
     max_body_bytes: int = Field(1024 * 1024, description="Largest request body accepted.")
     max_wait_s: float = Field(60.0, description="Longest ?wait= accepted.")
+    publish_timeout_s: float = Field(
+        10.0, gt=0, description="How long a POST waits for Kafka to acknowledge its jobs."
+    )
     max_batch: int = Field(1000, description="Most jobs in one batch request.")
     default_tier: str = Field("auto", description="Tier of jobs that name none (auto: router).")
     tiers: tuple[str, ...] = Field(

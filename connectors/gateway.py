@@ -284,14 +284,27 @@ class Gateway:
             )
             for j in jobs
         ]
-        try:
-            async with asyncio.timeout(10):
-                await self._producer.send_many(records)
-        except TimeoutError as exc:
+        # A 503 must mean "not accepted": once handed to the producer a record is delivered
+        # whenever Kafka comes back, so records go in only while the leaders answer.
+        if not await self._producer.leaders_reachable({t for t, *_ in records}):
             raise ApiError(
                 503,
                 "unavailable",
-                "the job queue (Kafka) is unavailable; retry shortly",
+                "the job queue (Kafka) is unavailable; nothing was accepted, retry shortly",
+                {"Retry-After": "5"},
+            )
+        try:
+            async with asyncio.timeout(self._config.publish_timeout_s):
+                await self._producer.send_many(records)
+        except TimeoutError as exc:
+            # Kafka went away after the records were handed over: they may still run. Saying so
+            # (with the ids to retry with: job ids are idempotent) beats a false "refused".
+            ids = ", ".join(j["job_id"] for j in jobs[:5]) + (", ..." if len(jobs) > 5 else "")
+            raise ApiError(
+                503,
+                "unconfirmed",
+                "Kafka did not confirm the job(s) in time; they may still run. Retry with the"
+                f" same job_id to avoid a duplicate: {ids}",
                 {"Retry-After": "5"},
             ) from exc
         for j in jobs:
@@ -395,6 +408,8 @@ class Gateway:
         problems = []
         if self._producer is None:
             problems.append("kafka producer not started")
+        elif not await self._producer.leaders_reachable([self._kafka.topics.requests], 1.0):
+            problems.append("kafka unavailable")
         try:
             await self._fetchone("SELECT 1 AS ok")
         except ApiError:

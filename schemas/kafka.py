@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from aiokafka.errors import (
@@ -57,8 +57,11 @@ def producer_kwargs(cfg: KafkaConfig, role: str) -> dict[str, Any]:
     }
 
 
-def consumer_kwargs(cfg: KafkaConfig, group: str, role: str) -> dict[str, Any]:
-    """aiokafka.AIOKafkaConsumer arguments: manual commits, reads from the start."""
+def consumer_kwargs(
+    cfg: KafkaConfig, group: str, role: str, instance_id: str | None = None
+) -> dict[str, Any]:
+    """aiokafka.AIOKafkaConsumer arguments: manual commits, reads from the start.
+    ``instance_id``: static membership (KIP-345), see ``SinkConfig.instance_id``."""
     return {
         "bootstrap_servers": cfg.bootstrap,
         "client_id": f"{cfg.client_id}-{role}",
@@ -70,8 +73,9 @@ def consumer_kwargs(cfg: KafkaConfig, group: str, role: str) -> dict[str, Any]:
         "fetch_max_bytes": max(52_428_800, cfg.max_message_bytes * 2),
         # Sinks keep retrying a failed write without polling; stay in the group meanwhile.
         "max_poll_interval_ms": 15 * 60 * 1000,
-        "session_timeout_ms": 30_000,
+        "session_timeout_ms": 20_000,
         "heartbeat_interval_ms": 3_000,
+        "group_instance_id": instance_id,
     }
 
 
@@ -162,6 +166,43 @@ class EventProducer:
                 log.info("stopping the discarded producer: %s", exc)
             await asyncio.sleep(delay)
             await self._start()
+
+    async def leaders_reachable(self, topics: Iterable[str], timeout_s: float = 2.0) -> bool:
+        """Whether the broker leading every partition of ``topics`` answers a connection now.
+
+        Records handed to the producer cannot be taken back: while a leader is away they wait
+        in its buffer and are delivered when it returns. A caller that must be able to say
+        "not accepted" (the gateway's 503) asks this first and keeps records out meanwhile.
+        """
+        from aiokafka.errors import KafkaError
+        from aiokafka.structs import TopicPartition
+
+        producer = self._producer
+        client = producer.client
+
+        async def check() -> bool:
+            leaders: set[int] = set()
+            for topic in set(topics):
+                for p in await producer.partitions_for(topic):
+                    leader = client.cluster.leader_for_partition(TopicPartition(topic, p))
+                    if leader is None or leader == -1:
+                        return False
+                    leaders.add(leader)
+            for node in leaders:
+                if not await client.ready(node):
+                    return False
+            return True
+
+        try:
+            async with asyncio.timeout(timeout_s):
+                if await check():
+                    return True
+                # Nothing is sent while we refuse, so nothing would refresh the metadata that
+                # still names the leaders as they were during the outage: ask for it.
+                await client.force_metadata_update()
+                return await check()
+        except (TimeoutError, KafkaError, OSError):
+            return False
 
     async def flush(self) -> None:
         await self._producer.flush()

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -68,6 +69,11 @@ def run_stack(settings: Settings, repo_root: Path, workers: int) -> int:
         ]
         for i, cmd in enumerate(commands):
             child_env = dict(env)
+            # Static group membership: after a crash and restart (same command line) a process
+            # takes its partitions back at once rather than after its old session expires.
+            member = f"{socket.gethostname()}-{'-'.join(cmd).replace('--tier-', '')}-{i}"
+            child_env["SCRAPIFIE_WORKER__INSTANCE_ID"] = member
+            child_env["SCRAPIFIE_SINK__INSTANCE_ID"] = member
             if cmd[0] == "worker" and i > 0:  # one metrics port per worker process
                 child_env["SCRAPIFIE_WORKER_METRICS_PORT"] = str(
                     settings.worker_metrics_port + 10 + i

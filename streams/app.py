@@ -18,12 +18,12 @@ from typing import Any
 import faust
 from prometheus_client import CollectorRegistry
 
-from schemas import DELAYS_S, TopicSet, default_codec
+from schemas import DELAYS_S, DecodeError, TopicSet, default_codec
 from schemas.kafka import EventProducer, KafkaConfig
 from streams.browser_pool import BrowserConfig
 from streams.config import FetchConfig, WorkerConfig
 from streams.egress import EgressConfig, EgressFetcher, EgressPools
-from streams.faust_io import event_headers, new_app, raw_topic
+from streams.faust_io import dead_letter, event_headers, new_app, raw_topic
 from streams.fetchers.http import HttpFetcher
 from streams.metrics import StreamMetrics
 from streams.ordered import OrderedAcks
@@ -53,6 +53,8 @@ def build_app(
         f"{worker.group_prefix}-{kafka.topic_prefix}{tier}",
         kafka,
         datadir,
+        instance_id=worker.instance_id,
+        session_timeout_s=worker.session_timeout_s,
         broker_commit_interval=1.0,
         broker_commit_every=200,
         consumer_max_fetch_size=kafka.max_message_bytes + 65536,
@@ -143,11 +145,22 @@ def _releaser(
     waiting for the head never delays a record that is due earlier. The offset is acked only
     after the record is back in the tier topic: a crash re-releases, never loses."""
 
+    codec = default_codec()
+
     async def release(stream: Any) -> None:
         noack = stream.noack()
         async with EventProducer(kafka, f"worker-{tier}-delay") as producer:
             async for event in noack.events():
                 msg = event.message
+                try:
+                    # Only records the tier can read go back to it: a poison record parked here
+                    # reaches the DLQ naming this topic, where it was actually published.
+                    codec.decode_request(msg.value)
+                except DecodeError as exc:
+                    await dead_letter(producer, topics.dlq, msg, exc.reason, exc.detail)
+                    metrics.dlq.labels(msg.topic, exc.reason).inc()
+                    await noack.ack(event)
+                    continue
                 wait = (msg.timestamp or 0) + seconds - time.time()
                 if wait > 0:
                     await asyncio.sleep(wait)

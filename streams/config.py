@@ -84,6 +84,19 @@ class WorkerConfig(BaseModel):
 
     max_in_flight: int = Field(64, gt=0, description="Fetches in flight per worker process.")
     group_prefix: str = Field("scrapifie", description="Consumer group (Faust app id) prefix.")
+    instance_id: str | None = Field(
+        None,
+        description=(
+            "Static group membership id (Kafka KIP-345), unique and stable per process (e.g. the"
+            " pod name): a restarted process takes its partitions back at once instead of"
+            " waiting for its old session to expire."
+        ),
+    )
+    session_timeout_s: float = Field(
+        20.0,
+        ge=6,
+        description="Kafka group session timeout: how soon a dead worker's partitions move.",
+    )
     credits_per_success: dict[str, int] = Field(
         default_factory=lambda: {"http": 1, "browser": 5, "stealth": 10},
         description="Credits charged per successful attempt, by tier. Failed attempts are free.",

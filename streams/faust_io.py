@@ -6,7 +6,8 @@ from typing import Any
 
 import faust
 
-from schemas.kafka import KafkaConfig
+from schemas import headers as hdr
+from schemas.kafka import EventProducer, KafkaConfig
 
 
 def raw_topic(app: faust.App, name: str) -> Any:
@@ -30,12 +31,38 @@ def event_headers(raw: Any) -> list[tuple[str, bytes]]:
     return [(str(k), bytes(v) if v is not None else b"") for k, v in items]
 
 
-def new_app(app_id: str, kafka: KafkaConfig, datadir: str, **settings: Any) -> faust.App:
+async def dead_letter(
+    producer: EventProducer, dlq_topic: str, msg: Any, reason: str, detail: str
+) -> None:
+    """Send a Faust message's original bytes, key and headers to the DLQ, naming where it was
+    read (topic, partition, offset) and why it could not be used."""
+    headers = hdr.dlq(
+        event_headers(msg.headers), reason, detail, msg.topic, msg.partition, msg.offset
+    )
+    await producer.send(dlq_topic, msg.value, key=msg.key, headers=headers)
+
+
+def new_app(
+    app_id: str,
+    kafka: KafkaConfig,
+    datadir: str,
+    *,
+    instance_id: str | None = None,
+    session_timeout_s: float = 20.0,
+    **settings: Any,
+) -> faust.App:
     """A Faust app with our defaults: no web server (metrics have their own 127.0.0.1
     endpoint), no leader topic, topics never declared by Faust (``scrapifie topics`` creates
-    them with explicit partitions), in-memory table store, read from the earliest offset."""
+    them with explicit partitions), in-memory table store, read from the earliest offset.
+
+    Faust reads its settings from un-prefixed environment variables too (``BROKER_URL``,
+    ``CONSUMER_GROUP_INSTANCE_ID``...), ahead of the arguments given here; ``env={}`` turns
+    that off so that only ``SCRAPIFIE_*`` settings configure our processes."""
     return faust.App(
         app_id,
+        env={},
+        consumer_group_instance_id=instance_id,
+        broker_session_timeout=session_timeout_s,
         broker=[f"kafka://{b.strip()}" for b in kafka.bootstrap.split(",")],
         datadir=datadir,
         web_enabled=False,

@@ -14,10 +14,9 @@ import faust
 from prometheus_client import CollectorRegistry, Counter
 
 from schemas import TIER_ORDER, DecodeError, default_codec, site_key
-from schemas import headers as hdr
 from schemas.kafka import EventProducer, KafkaConfig
 from streams.config import WorkerConfig
-from streams.faust_io import event_headers, new_app, raw_topic
+from streams.faust_io import dead_letter, event_headers, new_app, raw_topic
 from streams.routing import RoutingPolicy, choose, observe
 
 log = logging.getLogger(__name__)
@@ -42,6 +41,8 @@ def build_router(
         f"{worker.group_prefix}-{kafka.topic_prefix}router",
         kafka,
         datadir,
+        instance_id=f"{worker.instance_id}-router" if worker.instance_id else None,
+        session_timeout_s=worker.session_timeout_s,
         table_cleanup_interval=60.0,
     )
     requests = raw_topic(app, topics.requests)
@@ -66,15 +67,7 @@ def build_router(
                 try:
                     job = codec.decode_request(msg.value)
                 except DecodeError as exc:
-                    headers = hdr.dlq(
-                        event_headers(msg.headers),
-                        exc.reason,
-                        exc.detail,
-                        msg.topic,
-                        msg.partition,
-                        msg.offset,
-                    )
-                    await producer.send(topics.dlq, msg.value, key=msg.key, headers=headers)
+                    await dead_letter(producer, topics.dlq, msg, exc.reason, exc.detail)
                     await noack.ack(event)
                     continue
                 site = site_key(job["url"]) or "?"
@@ -93,16 +86,19 @@ def build_router(
 
     async def learn(stream: Any) -> None:
         noack = stream.noack()
-        async for event in noack.events():
-            try:
-                _name, fb = codec.decode(event.message.value, expect="RouteFeedback")
-            except DecodeError as exc:
-                log.warning("undecodable routing feedback skipped: %s", exc)
-            else:
-                routes[fb["site"]] = observe(
-                    routes.get(fb["site"]), fb["tier"], fb["blocked"], time.time(), policy
-                )
-            await noack.ack(event)
+        async with EventProducer(kafka, "router-learn") as producer:
+            async for event in noack.events():
+                msg = event.message
+                try:
+                    _name, fb = codec.decode(msg.value, expect="RouteFeedback")
+                except DecodeError as exc:
+                    log.warning("undecodable routing feedback sent to the DLQ: %s", exc)
+                    await dead_letter(producer, topics.dlq, msg, exc.reason, exc.detail)
+                else:
+                    routes[fb["site"]] = observe(
+                        routes.get(fb["site"]), fb["tier"], fb["blocked"], time.time(), policy
+                    )
+                await noack.ack(event)
 
     app.conf.scrapifie_changelog = routes.changelog_topic.get_topic_name()
     app.agent(requests, name="router", concurrency=1)(route)

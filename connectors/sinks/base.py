@@ -109,7 +109,13 @@ class SinkRunner:
         # A record of the wrong type on a topic is as undecodable as garbage: DLQ, not a crash.
         self._expected = {topics.results: "ScrapeResult", topics.metering: "Metering"}
         self._consumer = AIOKafkaConsumer(
-            *handler.topics(), **consumer_kwargs(kafka, group, f"sink-{handler.name}")
+            *handler.topics(),
+            **consumer_kwargs(
+                kafka,
+                group,
+                f"sink-{handler.name}",
+                f"{config.instance_id}-{handler.name}" if config.instance_id else None,
+            ),
         )
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -157,9 +157,11 @@ def make_stack(
             logs=logs,
         )
         stacks.append(st)
-        st.start("worker", "worker", "--tier", "http")
-        st.start("router", "router")
-        st.start("sink", "sink")
+        # Static membership (as a deployment should run): a restarted process takes its
+        # partitions back at once instead of after its dead session expires.
+        st.start("worker", "worker", "--tier", "http", env={"SCRAPIFIE_WORKER__INSTANCE_ID": "w1"})
+        st.start("router", "router", env={"SCRAPIFIE_WORKER__INSTANCE_ID": "r1"})
+        st.start("sink", "sink", env={"SCRAPIFIE_SINK__INSTANCE_ID": "s1"})
         st.start("gateway", "gateway")
         await asyncio.to_thread(st.wait_ready)
         return st

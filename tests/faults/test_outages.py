@@ -145,16 +145,6 @@ async def _outage(
     return figures, sub
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG connectors/gateway.py _publish: while the broker is down it answers 503 after 10 s"
-        " for records the producer still holds and delivers later, so jobs the client was told"
-        " were refused run (and are charged). Processing itself recovers: 304/304 jobs final,"
-        " all processes alive (the producer restart on OutOfOrderSequenceNumber, aiokafka#1017,"
-        " is in schemas/kafka.py)."
-    ),
-)
 async def test_kafka_broker_stopped_for_20s(
     make_stack: StackFactory, slow_site: SlowSite, record: Callable[..., None]
 ) -> None:

@@ -273,15 +273,6 @@ async def test_poison_records_on_every_input_topic(
     assert f["attempts"]["rows"] == f["metering"]["distinct_events"] == n + len(invalid_url_jobs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG streams/router.py learn() skips undecodable feedback without a DLQ record, and"
-        " streams/app.py _releaser forwards undecodable delay-topic records, so their DLQ record"
-        " names the tier-topic copy, not where they were sent. (Wrong-type records on the sink"
-        " topics now go to the DLQ: connectors/sinks/base.py decodes with expect=.)"
-    ),
-)
 async def test_poison_on_the_other_inputs(
     make_stack: StackFactory, slow_site: SlowSite, record: Callable[..., None]
 ) -> None:
