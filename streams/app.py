@@ -82,8 +82,7 @@ def build_app(
             )
             egress_fetcher = EgressFetcher(
                 fetcher,
-                # Browser tiers connect directly for now (README: egress for browser tiers).
-                EgressPools(egress if egress is not None and tier == "http" else EgressConfig()),
+                EgressPools(egress if egress is not None else EgressConfig()),
                 tier,
                 lambda pool, proxy, ok: metrics.egress.labels(
                     pool, proxy, "ok" if ok else "fail"

@@ -10,7 +10,12 @@ Invariants:
 - a browser that disconnects (crash, SIGKILL, OOM killer) is dropped at once: its jobs fail with
   :class:`BrowserCrashed` (transient: retry the same tier) and the next job launches a new one;
 - persistent profiles (stealth tier): one Chromium user-data-dir per (tenant, session_id), named by
-  a hash of both, so tenants never share one; one job at a time per profile (per-process lock).
+  a hash of both, so tenants never share one; one job at a time per profile (per-process lock);
+- a job may bring Playwright proxy settings (the browser tiers always do: the guard proxy of
+  ``streams/guard_proxy.py`` with the job's own credentials). Its context then reaches the
+  network only through that proxy, and a browser launched for such a job gets the same proxy
+  server at browser level (without credentials: whatever is not a job's context is refused by
+  the proxy) plus :data:`PROXIED_ARGS`, so Chromium resolves no name itself.
 """
 
 from __future__ import annotations
@@ -35,11 +40,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas import ErrorCode
 from streams.errors import TransientError
+from streams.guard_proxy import ProxySettings
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "BASE_ARGS",
+    "PROXIED_ARGS",
     "BrowserConfig",
     "BrowserCrashed",
     "BrowserPool",
@@ -60,7 +67,18 @@ BASE_ARGS: tuple[str, ...] = (
     "--disable-component-update",
     "--disable-sync",
     "--disable-dev-shm-usage",
+    # WebRTC would otherwise send UDP (STUN, ICE) straight out, around any proxy: measured with
+    # Chromium 156, a page's RTCPeerConnection reached a local STUN port with a per-context
+    # proxy set. This Chromium honours --webrtc-ip-handling-policy; the --force- spelling
+    # (Chrome's) is kept for builds that read that one instead.
+    "--webrtc-ip-handling-policy=disable_non_proxied_udp",
+    "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
 )
+
+#: Added to browsers launched for proxied jobs: Chromium's own resolver answers "not found" for
+#: every name, so names are resolved (and checked) only by the proxy. DNS prefetch and anything
+#: else that would resolve inside Chromium gets nothing. 127.0.0.1 (the guard proxy) is exempt.
+PROXIED_ARGS: tuple[str, ...] = ("--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",)
 
 SESSION_COOKIES_FILE = "scrapifie-session-cookies.json"
 
@@ -261,18 +279,24 @@ class BrowserPool:
     # ephemeral contexts ----------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def context(self) -> AsyncIterator[BrowserContext]:
-        """A fresh context in a pooled browser, closed on exit.
+    async def context(self, proxy: ProxySettings | None = None) -> AsyncIterator[BrowserContext]:
+        """A fresh context in a pooled browser, closed on exit; ``proxy``: the context's own
+        Playwright proxy settings (server, bypass, credentials).
 
         Raises :class:`BrowserCrashed` (instead of Playwright's error) when the browser died
         during the job, and :class:`BrowserUnavailable` when Chromium cannot be started.
+        A browser is launched with the browser-level settings of the job that starts it, so
+        use a pool either with proxies for every job or for none.
         """
         lease = _Lease()
-        slot = await self._acquire()
+        slot = await self._acquire(proxy)
         slot.leases.add(lease)
         try:
             with _crash_errors(lease):
-                ctx = await slot.browser.new_context(**self._context_options())
+                options = self._context_options()
+                if proxy is not None:
+                    options["proxy"] = proxy
+                ctx = await slot.browser.new_context(**options)
                 self.stats.contexts += 1
                 try:
                     yield ctx
@@ -311,7 +335,7 @@ class BrowserPool:
             return False
         return True
 
-    async def _acquire(self) -> _Slot:
+    async def _acquire(self, proxy: ProxySettings | None) -> _Slot:
         cap = self._config.browsers * self._config.contexts_per_browser
         while True:
             if self._closed:
@@ -322,7 +346,7 @@ class BrowserPool:
                     self._take(slot)
                     return slot
                 if len(self._live) + self._launching < self._config.browsers:
-                    return await self._launch_and_take()
+                    return await self._launch_and_take(proxy)
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
@@ -331,10 +355,10 @@ class BrowserPool:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
 
-    async def _launch_and_take(self) -> _Slot:
+    async def _launch_and_take(self, proxy: ProxySettings | None) -> _Slot:
         self._launching += 1
         try:
-            browser = await self._launch()
+            browser = await self._launch(proxy)
         finally:
             self._launching -= 1
             self._wake()
@@ -348,7 +372,7 @@ class BrowserPool:
         self._take(slot)
         return slot
 
-    async def _launch(self) -> Browser:
+    async def _launch(self, proxy: ProxySettings | None) -> Browser:
         if self._pw is None:
             raise RuntimeError("use the BrowserPool as an async context manager")
         cfg = self._config
@@ -356,8 +380,9 @@ class BrowserPool:
             browser = await self._pw.chromium.launch(
                 executable_path=cfg.executable_path,
                 headless=cfg.headless,
-                args=[*BASE_ARGS, *cfg.extra_args],
+                args=_launch_args(cfg, proxy),
                 timeout=cfg.launch_timeout_s * 1000,
+                **_browser_proxy(proxy),
             )
         except PlaywrightError as exc:
             raise BrowserUnavailable(f"Chromium did not start: {exc.message}") from exc
@@ -430,9 +455,10 @@ class BrowserPool:
 
     @contextlib.asynccontextmanager
     async def persistent_context(
-        self, tenant: str, session_id: str
+        self, tenant: str, session_id: str, proxy: ProxySettings | None = None
     ) -> AsyncIterator[BrowserContext]:
-        """The persistent profile of ``(tenant, session_id)``, one job at a time.
+        """The persistent profile of ``(tenant, session_id)``, one job at a time; ``proxy`` as
+        for :meth:`context` (its own Chromium, so the proxy applies to the whole browser).
 
         Each use launches Chromium on the profile's user-data-dir and closes it afterwards, so
         cookies, local storage and cache persist on disk between jobs. Chromium drops cookies
@@ -446,7 +472,7 @@ class BrowserPool:
             user_data_dir = await self._profiles_root() / name
             lease = _Lease()
             with _crash_errors(lease):
-                ctx = await self._launch_persistent(user_data_dir)
+                ctx = await self._launch_persistent(user_data_dir, proxy)
                 ctx.on("close", lambda _c: lease.browser_gone())
                 self._persistent_open.add(ctx)
                 try:
@@ -459,17 +485,22 @@ class BrowserPool:
                         await self._save_session_cookies(ctx, user_data_dir)
                         await self._close_quietly(ctx.close(), "persistent context")
 
-    async def _launch_persistent(self, user_data_dir: Path) -> BrowserContext:
+    async def _launch_persistent(
+        self, user_data_dir: Path, proxy: ProxySettings | None
+    ) -> BrowserContext:
         assert self._pw is not None
         cfg = self._config
+        options = self._context_options()
+        if proxy is not None:
+            options["proxy"] = proxy
         try:
             ctx = await self._pw.chromium.launch_persistent_context(
                 user_data_dir,
                 executable_path=cfg.executable_path,
                 headless=cfg.headless,
-                args=[*BASE_ARGS, *cfg.extra_args],
+                args=_launch_args(cfg, proxy),
                 timeout=cfg.launch_timeout_s * 1000,
-                **self._context_options(),
+                **options,
             )
         except PlaywrightError as exc:
             raise BrowserUnavailable(f"Chromium did not start on a profile: {exc.message}") from exc
@@ -522,6 +553,19 @@ class BrowserPool:
                 del self._profile_locks[name]
             else:
                 self._profile_locks[name] = (lock, users - 1)
+
+
+def _launch_args(cfg: BrowserConfig, proxy: ProxySettings | None) -> list[str]:
+    return [*BASE_ARGS, *(PROXIED_ARGS if proxy is not None else ()), *cfg.extra_args]
+
+
+def _browser_proxy(proxy: ProxySettings | None) -> dict[str, Any]:
+    """Browser-level proxy for a launch: the job's server and bypass rules, no credentials.
+    Per-context proxies work without it (Linux, Playwright 1.65, Chromium 156); it is there so
+    that traffic outside our contexts also meets the proxy, which refuses it (no credentials)."""
+    if proxy is None:
+        return {}
+    return {"proxy": {"server": proxy["server"], "bypass": proxy.get("bypass", "<-loopback>")}}
 
 
 def _write_private(path: Path, data: bytes) -> None:

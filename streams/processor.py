@@ -292,7 +292,9 @@ class TierProcessor:
             wait_for=opts["wait_for"],
             screenshot=opts["screenshot"],
             block_resources=frozenset(opts["block_resources"]),
-            # Persistent profiles (cookies across a session's jobs) are the stealth tier's.
+            egress_pool=opts["egress_pool"],
+            # Persistent profiles (cookies across a session's jobs) are the stealth tier's; with
+            # them the session also pins its egress proxy. The browser tier ignores session_id.
             tenant=job["tenant"] if stealth and opts["session_id"] else None,
             session_id=opts["session_id"] if stealth else None,
         )

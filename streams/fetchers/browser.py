@@ -5,13 +5,18 @@ Invariants:
   when it names a ``session_id`` (stealth tier); nothing else is shared between jobs;
 - one overall deadline (``asyncio.timeout``) covers navigation, waits, content and screenshot;
   it starts once the job has a context (waiting for a free browser is the caller's queue);
-- every request a page makes passes through :meth:`BrowserFetcher._allow` (the future SSRF hook)
-  and the job's resource-type blocklist, in the one ``route`` handler of the context;
+- every connection Chromium makes for a job goes through the guard proxy
+  (``streams/guard_proxy.py``) under the job's own credentials: redirect hops, WebSockets,
+  preconnects and subresources included, loopback and link-local too (``<-loopback>``). The
+  proxy checks each target with the SSRF guard, connects to the checked address, and carries
+  the job's egress proxy (``FetchRequest.proxy``) when it has one. Chromium resolves no name
+  itself (``PROXIED_ARGS``) and WebRTC sends no UDP around the proxy (``BASE_ARGS``);
+- every request Playwright routes also passes :meth:`BrowserFetcher._allow` (the same guard,
+  defence in depth) and the job's resource-type blocklist, in the one ``route`` handler;
+- a main-frame navigation (or one of its redirect hops) the guard refused fails the job with
+  ``ssrf_blocked``; one the egress proxy failed, with ``proxy_error`` (transient: the egress
+  pool benches that proxy and moves on);
 - rendered HTML and screenshots never exceed ``max_body_bytes``.
-
-What ``page.route`` does not see (so a network-level guard is still needed for SSRF): redirect
-hops after the first request (Chromium follows them inside the network stack), WebSockets,
-DNS prefetch and preconnects.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self, get_args
@@ -36,6 +41,7 @@ from streams.config import FetchConfig
 from streams.decompress import TooLarge
 from streams.errors import FatalError, FetchError, TransientError
 from streams.fetchers.base import Fetcher, FetchRequest, FetchResponse
+from streams.guard_proxy import GUARD_HEADER, GuardProxy, Lease
 from streams.ssrf import EgressGuard, SSRFBlocked
 
 log = logging.getLogger(__name__)
@@ -112,7 +118,9 @@ class BrowserRequest(FetchRequest):
 
     @classmethod
     def of(cls, request: FetchRequest) -> BrowserRequest:
-        """The browser request for a plain fetch request (default browser options)."""
+        """The browser request for a plain fetch request (default browser options). Its
+        egress proxy is kept; its ``session_id`` is not: without a tenant it names no browser
+        profile (it only pinned the egress proxy, which is already chosen)."""
         if isinstance(request, BrowserRequest):
             return request
         return cls(
@@ -120,6 +128,8 @@ class BrowserRequest(FetchRequest):
             headers=request.headers,
             timeout_s=request.timeout_s,
             max_body_bytes=request.max_body_bytes,
+            egress_pool=request.egress_pool,
+            proxy=request.proxy,
         )
 
 
@@ -230,13 +240,30 @@ class _Job:
     document: Response | None = None  # latest main-frame document response
     crashed: bool = False
     download: bool = False  # the main document came as an attachment
+    lease: Lease | None = None  # the job's identity at the guard proxy
+    navigations: list[tuple[str, int]] = field(default_factory=list)  # main-frame host:ports
+
+    def guard_error(self) -> FetchError | None:
+        """What the guard proxy met on the main frame's navigations: a refusal of any of them
+        (redirect hops included) first, else the failure of the latest one, else None."""
+        if self.lease is None or not self.navigations:
+            return None
+        for host, port in self.navigations:
+            err = self.lease.failure(host, port)
+            if isinstance(err, SSRFBlocked):
+                return SSRFBlocked(err.message)
+        last = self.lease.failure(*self.navigations[-1])
+        if last is None:
+            return None
+        return type(last)(last.code, last.message, retry_after_s=last.retry_after_s)
 
 
 class BrowserFetcher:
     """Renders pages in Chromium. Implements :class:`~streams.fetchers.base.Fetcher`.
 
     ``pool`` may be injected (and is then owned by the caller); otherwise the fetcher starts
-    and closes its own :class:`BrowserPool` from ``browser``.
+    and closes its own :class:`BrowserPool` from ``browser``. The fetcher always runs its own
+    guard proxy (started and closed with it).
     """
 
     def __init__(
@@ -253,21 +280,30 @@ class BrowserFetcher:
         self._pool = pool or BrowserPool(
             browser or BrowserConfig(), user_agent=config.effective_user_agent
         )
+        self._proxy = GuardProxy(self._guard)
+        self._stack = contextlib.AsyncExitStack()
 
     @property
     def pool(self) -> BrowserPool:
         return self._pool
 
+    @property
+    def guard_proxy(self) -> GuardProxy:
+        return self._proxy
+
     async def __aenter__(self) -> Self:
-        if self._owns_pool:
-            await self._pool.__aenter__()
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(self._proxy)
+            if self._owns_pool:
+                await stack.enter_async_context(self._pool)
+            self._stack = stack.pop_all()
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._owns_pool:
-            await self._pool.__aexit__(et, e, tb)
+        # Browsers first (their connections end), then the proxy.
+        await self._stack.__aexit__(et, e, tb)
 
     async def fetch(self, request: FetchRequest) -> BrowserResponse:
         return await self.fetch_browser(BrowserRequest.of(request))
@@ -284,11 +320,7 @@ class BrowserFetcher:
             headers={k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED},
         )
         try:
-            if request.session_id is not None and request.tenant:
-                context = self._pool.persistent_context(request.tenant, request.session_id)
-            else:
-                context = self._pool.context()
-            async with context as ctx:
+            async with self._context(request, job) as ctx:
                 async with asyncio.timeout(timeout_s):
                     return await self._render(ctx, request, job, cap, timeout_s)
         except TimeoutError as exc:
@@ -298,6 +330,9 @@ class BrowserFetcher:
         except FetchError:
             raise
         except PlaywrightError as exc:
+            guarded = job.guard_error()
+            if guarded is not None:
+                raise guarded from exc
             if job.denied and _net_token(exc) == "ERR_ACCESS_DENIED":
                 raise FatalError(
                     ErrorCode.SSRF_BLOCKED, f"request to {job.denied[0]} not allowed"
@@ -314,11 +349,27 @@ class BrowserFetcher:
                 ) from exc
             raise map_playwright_error(exc, request.url) from exc
 
+    @contextlib.asynccontextmanager
+    async def _context(self, request: BrowserRequest, job: _Job) -> AsyncIterator[BrowserContext]:
+        """The job's browser context, behind the guard proxy under a lease of its own (through
+        the job's egress proxy, if any). The lease ends after the context is closed."""
+        async with self._proxy.lease(request.proxy) as lease:
+            job.lease = lease
+            proxy = lease.proxy_settings(self._proxy.server)
+            if request.session_id is not None and request.tenant:
+                context = self._pool.persistent_context(
+                    request.tenant, request.session_id, proxy=proxy
+                )
+            else:
+                context = self._pool.context(proxy=proxy)
+            async with context as ctx:
+                yield ctx
+
     async def _allow(self, url: str) -> bool:
         """Whether a page may request ``url``: every request Playwright routes (documents,
-        subresources, XHR/fetch) passes the same SSRF guard as the http tier. Known gaps, where
-        Chromium resolves on its own: redirect hops after the first request, WebSockets, DNS
-        prefetch and preconnect (README: browser tiers)."""
+        subresources, XHR/fetch) passes the same SSRF guard as the http tier. Defence in depth:
+        the guard proxy checks every connection again, including those Playwright does not
+        route (redirect hops, WebSockets, preconnects)."""
         parts = urlsplit(url)
         if parts.scheme in ("data", "blob", "about"):
             return True
@@ -331,7 +382,7 @@ class BrowserFetcher:
             log.info("browser request refused: %s", exc.message)
             return False
         except FetchError:
-            return True  # DNS failures: let Chromium report them as the page's own error
+            return True  # DNS failures: the guard proxy meets them too and reports them
         return True
 
     async def _render(
@@ -352,6 +403,7 @@ class BrowserFetcher:
         page.on("crash", lambda _p: setattr(job, "crashed", True))
         page.on("download", lambda _d: setattr(job, "download", True))
         page.on("response", lambda r: _track_document(page, job, r))
+        page.on("request", lambda r: _track_navigation(page, job, r))
 
         try:
             nav = await page.goto(request.url, wait_until=request.wait_until)
@@ -367,6 +419,7 @@ class BrowserFetcher:
         if request.wait_for:
             await page.wait_for_selector(request.wait_for, state="attached")
         doc = job.document or nav  # a script may have navigated since
+        _raise_guard_errors(job, doc)
         content_type = doc.headers.get("content-type")
         if _mime(content_type) in _HTML_TYPES or not content_type:
             body = await _rendered_html(page, cap)
@@ -417,6 +470,39 @@ class BrowserFetcher:
         except PlaywrightError:
             # The page or context closed while this request waited; nothing left to route.
             pass
+
+
+def _track_navigation(page: Page, job: _Job, request: Request) -> None:
+    """Note the host:port of every main-frame navigation request, redirect hops included
+    (Playwright reports those, although they never reach the route handler)."""
+    if not request.is_navigation_request():
+        return
+    try:
+        if request.frame != page.main_frame:
+            return
+    except PlaywrightError:
+        return  # no frame (a service worker's or a popup's request)
+    parts = urlsplit(request.url)
+    if parts.scheme in ("http", "https") and parts.hostname:
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            return
+        job.navigations.append((parts.hostname.lower(), port))
+
+
+def _raise_guard_errors(job: _Job, doc: Response) -> None:
+    """After a navigation that "succeeded": fail the job if the guard proxy refused any
+    main-frame navigation (for plain http Chromium renders the proxy's 403 answer as the page),
+    or if the document is an answer the guard proxy made itself (a connect or egress failure)."""
+    err = job.guard_error()
+    if isinstance(err, SSRFBlocked):
+        raise err
+    lease = job.lease
+    if lease is not None and doc.headers.get(GUARD_HEADER.lower()) == lease.marker:
+        raise err or TransientError(
+            ErrorCode.CONNECTION_ERROR, f"the guard proxy could not fetch {doc.url}"
+        )
 
 
 def _track_document(page: Page, job: _Job, response: Response) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -12,6 +13,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -444,6 +446,45 @@ async def test_bench_pages_per_second(served: _ServedSite) -> None:
     print("concurrency | pool: ms/page pages/s | raw: ms/page pages/s")
     for c, o, r in rows:
         print(f"{c:>11} | {o / n * 1e3:>13.1f} {n / o:>7.1f} | {r / n * 1e3:>12.1f} {n / r:>7.1f}")
+
+
+class _Unguarded(BrowserFetcher):
+    """The fetcher as it was before the guard proxy: contexts connect directly (bench only)."""
+
+    @contextlib.asynccontextmanager
+    async def _context(self, request: Any, job: Any) -> AsyncIterator[Any]:
+        async with self.pool.context() as ctx:
+            yield ctx
+
+
+@pytest.mark.bench
+async def test_bench_guard_proxy_cost(served: _ServedSite) -> None:
+    """Pages/s at concurrency 4 with and without the guard proxy, runs interleaved (the machine
+    is shared: compare within one run only)."""
+    n, concurrency, rounds = 40, 4, 3
+    cfg = config(browsers=2, contexts_per_browser=2)
+    fetch_cfg = FetchConfig(allow_private=ALLOW, user_agent=UA)
+    results: dict[str, list[float]] = {"direct": [], "guard proxy": []}
+    async with _Unguarded(fetch_cfg, cfg) as direct, BrowserFetcher(fetch_cfg, cfg) as guarded:
+        fetchers: dict[str, BrowserFetcher] = {"direct": direct, "guard proxy": guarded}
+        for f in fetchers.values():  # launch both browsers outside the timing
+            await asyncio.gather(
+                *(f.fetch(FetchRequest(f"{served.base}/page/{i}")) for i in range(concurrency))
+            )
+        for _ in range(rounds):
+            for name, f in fetchers.items():
+
+                async def one(i: int, f: BrowserFetcher = f) -> None:
+                    r = await f.fetch(FetchRequest(f"{served.base}/page/{i}"))
+                    assert r.status == 200
+
+                results[name].append(n / await _run(n, concurrency, one))
+        stats = guarded.guard_proxy.stats
+    print()
+    print(f"{n} pages x {rounds} rounds, concurrency {concurrency}, load {_load()}")
+    for name, rates in results.items():
+        print(f"{name:>12}: pages/s " + " ".join(f"{r:.1f}" for r in rates))
+    print(f"guard proxy: {stats}")
 
 
 def _load() -> str:
