@@ -6,11 +6,14 @@ a site's decisions and its learning. The decision and its reason travel on the j
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter
 
 from schemas import TIER_ORDER, DecodeError, default_codec, site_key
@@ -59,48 +62,59 @@ def build_router(
     )
     codec = default_codec()
 
-    async def route(stream: Any) -> None:
-        noack = stream.noack()
-        async with EventProducer(kafka, "router") as producer:
-            async for event in noack.events():
-                msg = event.message
-                try:
-                    job = codec.decode_request(msg.value)
-                except DecodeError as exc:
-                    await dead_letter(producer, topics.dlq, msg, exc.reason, exc.detail)
-                    await noack.ack(event)
-                    continue
-                site = site_key(job["url"]) or "?"
-                max_tier = job["max_tier"] if job["max_tier"] in _TIERS else _TIERS[-1]
-                tier, reason, state = choose(routes.get(site), max_tier, time.time(), policy)
-                job["tier"], job["router_reason"] = tier, reason
-                await producer.send(
-                    topics.tier(tier),
-                    codec.encode("ScrapeRequest", job),
-                    key=msg.key or site.encode(),
-                    headers=event_headers(msg.headers),
-                )
-                routes[site] = state
-                routed.labels(tier, reason.split(":", 1)[0]).inc()
-                await noack.ack(event)
+    async def route_one(producer: EventProducer, msg: Any) -> None:
+        job = codec.decode_request(msg.value)
+        site = site_key(job["url"]) or "?"
+        max_tier = job["max_tier"] if job["max_tier"] in _TIERS else _TIERS[-1]
+        tier, reason, state = choose(routes.get(site), max_tier, time.time(), policy)
+        job["tier"], job["router_reason"] = tier, reason
+        await producer.send(
+            topics.tier(tier),
+            codec.encode("ScrapeRequest", job),
+            key=msg.key or site.encode(),
+            headers=event_headers(msg.headers),
+        )
+        routes[site] = state
+        routed.labels(tier, reason.split(":", 1)[0]).inc()
 
-    async def learn(stream: Any) -> None:
-        noack = stream.noack()
-        async with EventProducer(kafka, "router-learn") as producer:
-            async for event in noack.events():
-                msg = event.message
-                try:
-                    _name, fb = codec.decode(msg.value, expect="RouteFeedback")
-                except DecodeError as exc:
-                    log.warning("undecodable routing feedback sent to the DLQ: %s", exc)
-                    await dead_letter(producer, topics.dlq, msg, exc.reason, exc.detail)
-                else:
-                    routes[fb["site"]] = observe(
-                        routes.get(fb["site"]), fb["tier"], fb["blocked"], time.time(), policy
-                    )
-                await noack.ack(event)
+    async def learn_one(_producer: EventProducer, msg: Any) -> None:
+        _name, fb = codec.decode(msg.value, expect="RouteFeedback")
+        routes[fb["site"]] = observe(
+            routes.get(fb["site"]), fb["tier"], fb["blocked"], time.time(), policy
+        )
+
+    def agent(
+        role: str, handle: Callable[[EventProducer, Any], Awaitable[None]]
+    ) -> Callable[[Any], Coroutine[Any, Any, None]]:
+        """Each record is handled once and acked; one that cannot be used goes to the DLQ with
+        the reason, so a bad record can neither stop the agent nor be skipped silently."""
+
+        async def run(stream: Any) -> None:
+            noack = stream.noack()
+            async with EventProducer(kafka, role) as producer:
+                async for event in noack.events():
+                    msg = event.message
+                    try:
+                        await handle(producer, msg)
+                    except DecodeError as exc:
+                        log.warning("%s: undecodable record sent to the DLQ: %s", role, exc)
+                        await dead_letter(producer, topics.dlq, msg, exc.reason, exc.detail)
+                    except (asyncio.CancelledError, KafkaError):
+                        raise  # shutdown, or Kafka refusing our output: the input stays unacked
+                    except Exception as exc:
+                        log.exception("%s: processing failed", role)
+                        await dead_letter(
+                            producer,
+                            topics.dlq,
+                            msg,
+                            "processing_error",
+                            f"{type(exc).__name__}: {exc}",
+                        )
+                    await noack.ack(event)
+
+        return run
 
     app.conf.scrapifie_changelog = routes.changelog_topic.get_topic_name()
-    app.agent(requests, name="router", concurrency=1)(route)
-    app.agent(feedback, name="router-learn", concurrency=1)(learn)
+    app.agent(requests, name="router", concurrency=1)(agent("router", route_one))
+    app.agent(feedback, name="router-learn", concurrency=1)(agent("router-learn", learn_one))
     return app
