@@ -1,35 +1,483 @@
-"""Browser tier vs a raw Playwright loop at equal concurrency (new context per page, and reused
-contexts): a placeholder until the browser tier exists.
+"""Browser tier vs raw Playwright loops at equal concurrency, over the same local pages.
 
-When it lands, ``measure_browser`` should run (1) a raw Playwright loop with Debian's Chromium
-(``/usr/bin/chromium``) over the same URL list, once with a new context per page and once with a
-pool of reused contexts, and (2) the browser tier end to end through ``scrape.browser``, at the
-same concurrency, and return their pages/s next to this record's keys.
+Per concurrency C (the headline first), over the same ``pages`` URLs of the nginx target (plain
+HTML, no subresources: nothing but the document to load and render):
+
+1. **raw, new context per page**: one Chromium (Debian's ``/usr/bin/chromium``, launched by
+   Playwright with the pool's ``BASE_ARGS``), C tasks sharing one iterator over the list; per
+   URL: ``new_context`` → ``new_page`` → ``goto`` (``load``) → ``content()`` → close the context.
+2. **raw, C reused contexts**: the same, but each task keeps one context for the whole run and
+   opens (and closes) one page per URL in it.
+3. **the browser tier end to end**: ``python -m scrapifie worker --tier browser`` (one Chromium
+   with C contexts: ``SCRAPIFIE_BROWSER__BROWSERS=1``, ``CONTEXTS_PER_BROWSER=C``,
+   ``SCRAPIFIE_WORKER__MAX_IN_FLIGHT=C``; browsers still recycled every ``pages_per_browser``
+   pages as in production). After a warm-up, ScrapeRequest records for every URL go at once to
+   ``scrape.browser``; rate = URLs / (first submit → last ``scrape.results`` record). Page time
+   is the result's ``duration_ms`` (the worker's time for the job: robots check, context, render,
+   close), and submit → result is kept too (it includes waiting in Kafka).
+
+Raw loops run in a subprocess of their own (``python -m bench.browser --mode new|reused ...``,
+printing one JSON object). Memory is sampled from /proc every 0.5 s for every process tree
+(``bench.procs.TreeSampler``): RSS by role (the Python process, Playwright's node driver, the
+Chromium processes) and PSS, which splits pages Chromium's processes share.
+
+Full runs add a memory run of the tier at its default pool settings (2 browsers x 4 contexts,
+100 pages per browser): ``memory_pages`` pages (1,000) through one worker, with peak and final
+RSS/PSS, the peak PSS of each half of the run (bounded or growing?) and the Chromium browser
+processes seen (launches).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-NOT_BUILT = "not measured: browser tier not built"
+from bench.procs import OthersMeter, TreeSampler, peak_rss_bytes
+from bench.stats import rate, summary_ms
+
+if TYPE_CHECKING:
+    from bench.progress import Progress
+    from bench.stack import BenchStack
+
+CHROMIUM = "/usr/bin/chromium"
+MODES = {"new": "raw Playwright, new context per page", "reused": "raw Playwright, reused contexts"}
+WARMUP_TIMEOUT_S = 120.0  # worker start-up, joining the group, Chromium launch, robots.txt
 
 
-def browser_tier_exists() -> bool:
-    from streams.app import SUPPORTED_TIERS
+@dataclass(frozen=True)
+class BrowserPlan:
+    pages: int  # URLs per measurement
+    concurrency: list[int]  # the first is the headline (the goal's) concurrency
+    memory_pages: int  # 0: no memory run
+    timeout_s: float = 600.0
 
-    return "browser" in SUPPORTED_TIERS
+    def warmup_pages(self, concurrency: int) -> int:
+        return max(2 * concurrency, 10)  # >= 5: every site's robots.txt is fetched in warm-up
 
 
-def measure_browser(urls: list[str], concurrency: int) -> dict[str, Any]:
-    """The browser-tier comparison (item 4 of the benchmark issue); not written yet."""
-    status = NOT_BUILT
-    if browser_tier_exists():
-        status = "not measured: the browser tier exists but bench/browser.py has no measurement yet"
+def chromium_missing() -> str | None:
+    if os.access(CHROMIUM, os.X_OK):
+        return None
+    return f"{CHROMIUM} is missing: `apt-get install -y chromium` (Debian's Chromium)"
+
+
+def measure_browser(
+    stack: BenchStack, urls: list[str], plan: BrowserPlan, workdir: Path, progress: Progress
+) -> dict[str, Any]:
+    """The browser-tier comparison (item 4 of the benchmark issue); see the module docstring."""
+    missing = chromium_missing()
+    if missing:
+        raise RuntimeError(missing)
+    need = plan.pages + plan.warmup_pages(max(plan.concurrency))
+    if len(urls) < need:
+        raise RuntimeError(f"the browser suite needs {need} URLs; the corpus has {len(urls)}")
+    measured = urls[: plan.pages]
+    out: dict[str, Any] = {
+        "status": "measured",
+        "pages": plan.pages,
+        "headline_concurrency": plan.concurrency[0],
+        "chromium": _chromium_version(),
+        "rounds": [],
+        "memory_run": None,
+        "errors": [],  # a system that failed; the others are still measured
+    }
+
+    def attempt(what: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        try:
+            return fn()
+        except Exception as exc:
+            message = f"browser {what}: {type(exc).__name__}: {exc}"[:2000]
+            progress.info(message.splitlines()[0])
+            out["errors"].append(message)
+            return {"error": message}
+
+    urls_file = workdir / "browser-urls.txt"
+    urls_file.write_text("\n".join(measured) + "\n")
+    for c in plan.concurrency:
+        warm = urls[plan.pages : plan.pages + plan.warmup_pages(c)]
+        warm_file = workdir / f"browser-warm-{c}.txt"
+        warm_file.write_text("\n".join(warm) + "\n")
+        row: dict[str, Any] = {"concurrency": c}
+        for mode, label in MODES.items():
+            progress.phase(f"browser: {label}, {c} at once, {plan.pages} pages")
+            raw = attempt(
+                f"raw {mode} @{c}",
+                partial(_run_raw, mode, c, urls_file, warm_file, plan.timeout_s, _ours(stack)),
+            )
+            row[f"raw_{mode}_context"] = raw
+            progress.info(_line(raw))
+        progress.phase(f"browser tier end to end, {c} in flight, {plan.pages} pages")
+        tier = attempt(
+            f"tier @{c}",
+            partial(_tier, stack, measured, warm, c, None, plan.timeout_s, progress),
+        )
+        row["tier"] = tier
+        progress.info(_line(tier))
+        for mode in MODES:
+            base = row[f"raw_{mode}_context"].get("pages_per_s")
+            pps = tier.get("pages_per_s")
+            row[f"ratio_tier_to_raw_{mode}"] = round(pps / base, 3) if pps and base else None
+        progress.info(
+            f"tier / raw new-context {row['ratio_tier_to_raw_new']}x, "
+            f"tier / raw reused {row['ratio_tier_to_raw_reused']}x"
+        )
+        out["rounds"].append(row)
+    if plan.memory_pages:
+        n = plan.memory_pages
+        mem_urls = [urls[i % len(urls)] for i in range(n)]
+        warm = urls[plan.pages : plan.pages + plan.warmup_pages(4)]
+        progress.phase(f"browser tier memory: {n:,} pages, default pool (2 browsers x 4 contexts)")
+        # A few pages/s on two cores: give the long run time enough (not a limit that binds).
+        timeout_s = max(plan.timeout_s, 2.0 * n)
+        m = out["memory_run"] = attempt(
+            "memory run",
+            partial(_tier, stack, mem_urls, warm, None, "memory", timeout_s, progress),
+        )
+        if "memory" in m:
+            progress.info(
+                _line(m) + f"; {m['memory'].get('browsers_seen')} Chromium browsers seen, peak "
+                f"PSS by half {_mbs(m['memory'].get('peak_pss_all_by_half'))}"
+            )
+    return out
+
+
+def _mbs(values: list[int] | None) -> str:
+    return "—" if not values else " / ".join(f"{v / 1e6:,.0f} MB" for v in values)
+
+
+def _line(r: dict[str, Any]) -> str:
+    mem = r.get("memory") or {}
+    pss = (mem.get("peak_pss_bytes") or {}).get("all")
+    return (
+        f"{r.get('pages_per_s') or 0:,.1f} pages/s, page p50/p95 "
+        f"{(r.get('page_ms') or {}).get('p50', '—')}/{(r.get('page_ms') or {}).get('p95', '—')} "
+        f"ms, {r.get('errors', r.get('failed', 0))} errors, peak PSS (tree) "
+        f"{(pss or 0) / 1e6:,.0f} MB"
+    )
+
+
+def _chromium_version() -> str | None:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(
+            [CHROMIUM, "--version"], capture_output=True, text=True, timeout=30, check=False
+        )
+        return out.stdout.strip() or None
+    return None
+
+
+# Raw Playwright loops (run in a subprocess: python -m bench.browser) --------------------------
+
+
+def _ours(stack: BenchStack) -> list[int]:
+    """Roots of the process trees of this run: us (nginx, workers...), Kafka, PostgreSQL."""
+    return [p for p in (os.getpid(), stack.kafka_pid, stack.postgres_pid) if p is not None]
+
+
+def _run_raw(
+    mode: str,
+    concurrency: int,
+    urls_file: Path,
+    warm_file: Path,
+    timeout_s: float,
+    ours: list[int],
+) -> dict[str, Any]:
+    """One raw loop in its own interpreter, its process tree's memory sampled from here."""
+    cmd = [sys.executable, "-m", "bench.browser", "--mode", mode]
+    cmd += ["--concurrency", str(concurrency), "--urls", str(urls_file), "--warmup", str(warm_file)]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    sampler = TreeSampler(proc.pid)
+    sampler.start()
+    meter = OthersMeter(ours)
+    meter.start()
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise RuntimeError(
+            f"raw Playwright loop ({mode}) did not finish in {timeout_s:g}s"
+        ) from None
+    finally:
+        sampler.stop()
+        cpu = meter.stop()
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"raw Playwright loop ({mode}) exited {proc.returncode}: {stderr[-2000:]}"
+        )
+    out: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
+    # The sampler saw the whole life of the process (launch and warm-up too).
+    out["memory"] = sampler.summary()
+    out["cpu_pct"] = cpu  # the machine, and processes not ours (other work skews the figures)
+    return out
+
+
+async def _raw_loop(
+    mode: str, concurrency: int, urls: list[str], warm: list[str]
+) -> dict[str, Any]:
+    from playwright.async_api import Browser, BrowserContext, async_playwright
+
+    from streams.browser_pool import BASE_ARGS
+
+    async with async_playwright() as pw:
+        browser: Browser = await pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=list(BASE_ARGS)
+        )
+        contexts: list[BrowserContext] = []
+        try:
+            if mode == "reused":
+                contexts = [await browser.new_context() for _ in range(concurrency)]
+
+            async def one(url: str, ctx: BrowserContext | None) -> int:
+                if ctx is None:
+                    own = await browser.new_context()
+                    try:
+                        page = await own.new_page()
+                        resp = await page.goto(url, wait_until="load")
+                        html = await page.content()
+                    finally:
+                        await own.close()
+                else:
+                    page = await ctx.new_page()
+                    try:
+                        resp = await page.goto(url, wait_until="load")
+                        html = await page.content()
+                    finally:
+                        await page.close()
+                if resp is None or resp.status != 200:
+                    raise RuntimeError(f"{url}: {resp.status if resp else 'no response'}")
+                return len(html)
+
+            async def run(todo: list[str]) -> tuple[float, list[float], int, int]:
+                it = iter(todo)
+                times: list[float] = []
+                errors = 0
+                chars = 0
+
+                async def task(i: int) -> None:
+                    nonlocal errors, chars
+                    ctx = contexts[i] if contexts else None
+                    for url in it:
+                        t0 = time.perf_counter()
+                        try:
+                            n = await one(url, ctx)
+                        except Exception as exc:
+                            errors += 1
+                            print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+                        else:
+                            chars += n
+                            times.append(time.perf_counter() - t0)
+
+                t0 = time.perf_counter()
+                await asyncio.gather(*(task(i) for i in range(concurrency)))
+                return time.perf_counter() - t0, times, errors, chars
+
+            await run(warm)
+            seconds, times, errors, chars = await run(urls)
+        finally:
+            for ctx in contexts:
+                await ctx.close()
+            await browser.close()
     return {
-        "status": status,
+        "mode": mode,
         "concurrency": concurrency,
         "pages": len(urls),
-        "playwright_new_context_pages_per_s": None,
-        "playwright_reused_context_pages_per_s": None,
-        "browser_tier_pages_per_s": None,
+        "ok": len(times),
+        "errors": errors,
+        "seconds": round(seconds, 3),
+        "pages_per_s": rate(len(times), seconds),
+        "page_ms": summary_ms(times),
+        "html_chars": chars,
+        "python_peak_rss_bytes": peak_rss_bytes(os.getpid()),
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.browser", description=__doc__)
+    p.add_argument("--mode", choices=list(MODES), required=True)
+    p.add_argument("--concurrency", type=int, required=True)
+    p.add_argument("--urls", type=Path, required=True)
+    p.add_argument("--warmup", type=Path, required=True)
+    args = p.parse_args(argv)
+    urls = args.urls.read_text().split()
+    warm = args.warmup.read_text().split()
+    out = asyncio.run(_raw_loop(args.mode, args.concurrency, urls, warm))
+    print(json.dumps(out))
+    return 0
+
+
+# The browser tier end to end -----------------------------------------------------------------
+
+
+def _driver_class() -> type[Any]:
+    """A Driver (bench.e2e) that produces to a tier topic and keeps each result's fields."""
+    from bench.e2e import Batch, Driver
+    from schemas import site_key
+
+    class TierDriver(Driver):
+        tier = "browser"
+
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            self.results: dict[str, dict[str, Any]] = {}
+
+        def _request(self, url: str, tenant: str) -> tuple[str, bytes]:
+            job_id = str(uuid.uuid4())
+            value = self.codec.encode(
+                "ScrapeRequest",
+                {
+                    "job_id": job_id,
+                    "tenant": tenant,
+                    "url": url,
+                    "tier": self.tier,
+                    "max_tier": self.tier,  # the comparison is this tier's: no escalation
+                    "created_at": datetime.now(UTC),
+                    "options": {},
+                    "trace_id": job_id,
+                },
+            )
+            return job_id, value
+
+        async def submit_many(self, urls: list[str], tenant: str) -> Batch:
+            batch = Batch(tenant)
+            topic = self.kafka.topics.tier(self.tier)
+            futures = []
+            for url in urls:
+                job_id, value = self._request(url, tenant)
+                batch.submitted[job_id] = time.time()
+                futures.append(await self._producer.send(topic, value, key=site_key(url).encode()))
+            await asyncio.gather(*futures)
+            batch.acked = dict.fromkeys(batch.submitted, time.time())
+            return batch
+
+        async def _watch(self) -> None:
+            while True:
+                batches = await self._consumer.getmany(timeout_ms=200)
+                now = time.time()
+                for msgs in batches.values():
+                    for m in msgs:
+                        job_id = (m.key or b"").decode()
+                        if job_id in self.arrived:
+                            continue
+                        self.arrived[job_id] = now
+                        self.emitted[job_id] = m.timestamp / 1000
+                        rec = self.codec.decode(m.value or b"", expect="ScrapeResult")[1]
+                        self.results[job_id] = {
+                            "status": rec["status"],
+                            "error_code": rec["error_code"],
+                            "attempts": rec["attempts"],
+                            "duration_ms": rec["duration_ms"],
+                        }
+
+    return TierDriver
+
+
+def _tier(*args: Any) -> dict[str, Any]:
+    return asyncio.run(_tier_round(*args))
+
+
+async def _tier_round(
+    stack: BenchStack,
+    urls: list[str],
+    warm: list[str],
+    concurrency: int | None,
+    tag: str | None,
+    timeout_s: float,
+    progress: Progress,
+) -> dict[str, Any]:
+    """One browser worker on a fresh topic prefix: warm-up, then every URL at once.
+
+    ``concurrency`` None keeps the pool's defaults (the memory run)."""
+    name = tag or f"c{concurrency}"
+    prefix = await stack.new_prefix(f"browser-{name}")
+    settings: dict[str, str] = {"SCRAPIFIE_BROWSER__EXECUTABLE_PATH": CHROMIUM}
+    if concurrency is not None:
+        settings |= {
+            "SCRAPIFIE_WORKER__MAX_IN_FLIGHT": str(concurrency),
+            "SCRAPIFIE_BROWSER__BROWSERS": "1",
+            "SCRAPIFIE_BROWSER__CONTEXTS_PER_BROWSER": str(concurrency),
+        }
+    env = stack.env(prefix, **settings)
+    worker = stack.spawn(f"worker-browser-{name}", ["worker", "--tier", "browser"], env)
+    out: dict[str, Any] = {"concurrency": concurrency, "settings": settings, "prefix": prefix}
+    try:
+        async with _driver_class()(stack.kafka_config(prefix), stack.dsn, progress) as driver:
+            driver.watch = [worker]
+            warm_batch = await driver.submit_many(warm, f"bench-browser-warm-{name}")
+            got = await driver.wait_results(warm_batch, WARMUP_TIMEOUT_S)
+            if got < len(warm):
+                raise RuntimeError(
+                    f"browser warm-up incomplete ({got} of {len(warm)} results) after "
+                    f"{WARMUP_TIMEOUT_S:g}s; worker log tail:\n{worker.log_tail(20)}"
+                )
+            sampler = TreeSampler(worker.pid)
+            sampler.start()
+            meter = OthersMeter(_ours(stack))
+            meter.start()
+            try:
+                batch = await driver.submit_many(urls, f"bench-browser-{name}")
+                await driver.wait_results(batch, timeout_s)
+            finally:
+                cpu = await asyncio.to_thread(meter.stop)
+                memory = await asyncio.to_thread(sampler.stop)
+            out.update(_tier_report(driver, batch))
+            out["memory"] = memory
+            out["cpu_pct"] = cpu
+    finally:
+        await asyncio.to_thread(stack.stop, worker)
+    out["worker_peak_rss_bytes"] = worker.peak_rss_bytes  # the Python process's VmHWM
+    return out
+
+
+def _tier_report(driver: Any, batch: Any) -> dict[str, Any]:
+    jobs = list(batch.submitted)
+    first = min(batch.submitted.values())
+    arrived = [driver.arrived[j] for j in jobs if j in driver.arrived]
+    results = [driver.results[j] for j in jobs if j in driver.results]
+    statuses = [r["status"] for r in results]
+    errors: dict[str, int] = {}
+    for r in results:
+        if r["status"] != "succeeded":
+            errors[r["error_code"] or "?"] = errors.get(r["error_code"] or "?", 0) + 1
+    succeeded = statuses.count("succeeded")
+    return {
+        "pages": len(jobs),
+        "results": len(arrived),
+        "succeeded": succeeded,
+        "failed": len(results) - succeeded,
+        "errors": len(results) - succeeded + len(jobs) - len(arrived),
+        "error_codes": errors,
+        "retried": sum(1 for r in results if r["attempts"] > 1),
+        "complete": len(arrived) == len(jobs),
+        "seconds": round(max(arrived) - first, 3) if arrived else None,
+        "pages_per_s": rate(succeeded, max(arrived) - first) if arrived else None,
+        "page_ms": summary_ms(
+            [r["duration_ms"] / 1000 for r in results if r["status"] == "succeeded"]
+        ),
+        "submit_to_result_ms": summary_ms(
+            [driver.arrived[j] - batch.submitted[j] for j in jobs if j in driver.arrived]
+        ),
+    }
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -10,6 +10,7 @@ from typing import Any
 from bench.profile import render_text
 
 HEADLINE_CONCURRENCY = 64
+BROWSER_HEADLINE_CONCURRENCY = 4  # pages rendered at once: the browser goal's concurrency
 RAW_LABELS = {
     "aiohttp": "aiohttp raw loop",
     "httpx": "httpx raw loop",
@@ -82,8 +83,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines += _goals_section(results)
     lines += _hotpath_section(results)
     lines += _profile_section(results)
-    b = results.get("browser") or {}
-    lines += ["## Browser tier", "", f"{b.get('status', 'not measured')}", ""]
+    lines += _browser_section(results)
     if results.get("errors"):
         lines += ["## Errors", ""]
         lines += [f"- {e.splitlines()[0][:300]}" for e in results["errors"]] + [""]
@@ -113,6 +113,22 @@ def _busy_warning(results: dict[str, Any]) -> list[str]:
                 f"other processes used {others:.0f}% of a core during the Scrapifie round at "
                 f"max_in_flight={r['max_in_flight']}"
             )
+    b = results.get("browser") or {}
+    for r in b.get("rounds", []):
+        for key, label in (
+            ("raw_new_context", "raw loop (new contexts)"),
+            ("raw_reused_context", "raw loop (reused contexts)"),
+            ("tier", "browser tier"),
+        ):
+            others = ((r.get(key) or {}).get("cpu_pct") or {}).get("others", 0)
+            if others > 30:
+                notes.append(
+                    f"other processes used {others:.0f}% of a core during the {label} round at "
+                    f"{r['concurrency']} at once"
+                )
+    others = ((b.get("memory_run") or {}).get("cpu_pct") or {}).get("others", 0)
+    if others > 30:
+        notes.append(f"other processes used {others:.0f}% of a core during the browser memory run")
     if not notes:
         return []
     return [
@@ -167,6 +183,8 @@ def _throughput_table(results: dict[str, Any]) -> list[str]:
                 _lat(r.get("submit_to_row_ms")),
             )
         )
+    if len(lines) == 4:
+        return []  # no http suite in this run
     lines += [
         "",
         "Scrapifie latencies are submit → result (or row) for jobs submitted all at once, so they "
@@ -258,6 +276,22 @@ def _memory_section(results: dict[str, Any]) -> list[str]:
         lines.append(f"| sink (objects alone) | {_mb(obj['sink_peak_rss_bytes'])} |")
     for r in results.get("scrapy", []):
         lines.append(f"| Scrapy, {r['concurrency']} in flight | {_mb(r.get('peak_rss_bytes'))} |")
+    b = results.get("browser") or {}
+    for r in b.get("rounds", []):
+        t = r.get("tier") or {}
+        chromium = ((t.get("memory") or {}).get("peak_rss_bytes") or {}).get("chromium_tree")
+        lines.append(
+            f"| browser worker, {r['concurrency']} at once (its Chromium tree: "
+            f"{_mb(chromium)} RSS summed) | {_mb(t.get('worker_peak_rss_bytes'))} |"
+        )
+    m = b.get("memory_run") or {}
+    if m.get("worker_peak_rss_bytes"):
+        lines.append(
+            f"| browser worker, {m['pages']:,} pages, default pool (memory run) | "
+            f"{_mb(m['worker_peak_rss_bytes'])} |"
+        )
+    if len(lines) == 4:
+        return []
     return [*lines, ""]
 
 
@@ -381,3 +415,80 @@ def write(results: dict[str, Any], out_dir: Path) -> list[Path]:
     if chart(results, out_dir / "latest.png"):
         written.append(out_dir / "latest.png")
     return written
+
+
+def _mem(r: dict[str, Any], key: str, role: str) -> int | None:
+    value: int | None = ((r.get("memory") or {}).get(key) or {}).get(role)
+    return value
+
+
+def _browser_section(results: dict[str, Any]) -> list[str]:
+    b = results.get("browser") or {}
+    lines = ["## Browser tier vs raw Playwright (same pages, same run)", ""]
+    if not b.get("rounds"):
+        return [*lines, str(b.get("status", "not measured")), ""]
+    lines += [
+        f"{b['pages']} pages of the same URL list per system ({b.get('chromium') or 'Chromium'},"
+        " headless, the pool's launch flags). Raw loops: one Chromium, N tasks; page time = "
+        "context (or page) open → `goto` (load) → `content()` → close. Tier: `scrapifie worker "
+        "--tier browser` with one Chromium x N contexts, every URL produced at once to "
+        "`scrape.browser`, rate = first submit → last `scrape.results` record; page time = the "
+        "result's `duration_ms` (the worker's time for the job).",
+        "",
+        "| system | at once | pages/s | x raw new-context | x raw reused | page p50 / p95 ms | "
+        "submit → result p50 / p95 ms | peak RSS: Python / Chromium tree | peak PSS, whole tree |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in b["rounds"]:
+        c = r["concurrency"]
+        new = (r.get("raw_new_context") or {}).get("pages_per_s")
+        reused = (r.get("raw_reused_context") or {}).get("pages_per_s")
+        for label, key in (
+            ("raw Playwright, new context per page", "raw_new_context"),
+            ("raw Playwright, reused contexts", "raw_reused_context"),
+            ("Scrapifie browser tier → `scrape.results`", "tier"),
+        ):
+            x = r.get(key) or {}
+            pps = x.get("pages_per_s")
+            page = x.get("page_ms") or {}
+            sub = x.get("submit_to_result_ms") or {}
+            python = x.get("worker_peak_rss_bytes") or _mem(x, "peak_rss_bytes", "root")
+            lines.append(
+                f"| {label} | {c} | {_num(pps, 1)} | {_ratio(pps, new)} | {_ratio(pps, reused)} | "
+                f"{_num(page.get('p50'))} / {_num(page.get('p95'))} | "
+                f"{_num(sub.get('p50')) + ' / ' + _num(sub.get('p95')) if sub else '—'} | "
+                f"{_mb(python)} / {_mb(_mem(x, 'peak_rss_bytes', 'chromium_tree'))} | "
+                f"{_mb(_mem(x, 'peak_pss_bytes', 'all'))} |"
+            )
+    fails = [
+        f"{r['concurrency']} at once: {r['tier'].get('failed', 0)} failed "
+        f"{r['tier'].get('error_codes') or ''}"
+        for r in b["rounds"]
+        if (r.get("tier") or {}).get("failed")
+    ]
+    lines += [
+        "",
+        "RSS sums count pages Chromium's processes share once per process; PSS splits them (the "
+        "tree's real cost: Python, Playwright's node driver and every Chromium process). Raw "
+        "loops' memory covers their whole run (launch and warm-up too)."
+        + (" Tier failures: " + "; ".join(fails) + "." if fails else ""),
+        "",
+    ]
+    m = b.get("memory_run")
+    if m and "memory" in m:
+        mem = m["memory"]
+        halves = mem.get("peak_pss_all_by_half") or [None, None]
+        lines += [
+            f"**Memory over {m['pages']:,} pages** (the tier's default pool: 2 browsers x 4 "
+            f"contexts, a browser replaced every 100 pages; {_num(m.get('pages_per_s'), 1)} "
+            f"pages/s, {m.get('succeeded', 0):,} succeeded): worker (Python) peak RSS "
+            f"{_mb(m.get('worker_peak_rss_bytes'))}; Chromium tree peak RSS "
+            f"{_mb(_mem(m, 'peak_rss_bytes', 'chromium_tree'))}; whole tree peak PSS "
+            f"{_mb(_mem(m, 'peak_pss_bytes', 'all'))}, at the end "
+            f"{_mb(_mem(m, 'final_pss_bytes', 'all'))}; peak PSS in the first / second half of "
+            f"the run {_mb(halves[0])} / {_mb(halves[1])}; {mem.get('browsers_seen', '?')} "
+            f"Chromium browser processes seen (launches), at most "
+            f"{mem.get('max_browsers_at_once', '?')} at once.",
+            "",
+        ]
+    return lines

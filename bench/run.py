@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import RESULTS_SCHEMA_VERSION
-from bench.browser import measure_browser
+from bench.browser import BrowserPlan, measure_browser
 from bench.procs import loadavg, machine_busy_pct
 from bench.progress import Progress
-from bench.report import HEADLINE_CONCURRENCY, write
+from bench.report import BROWSER_HEADLINE_CONCURRENCY, HEADLINE_CONCURRENCY, write
 from bench.target import HOSTS, SIZES, Nginx, build_corpus, nginx_binary
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -47,6 +47,9 @@ class Config:
     sink_pg_events: int  # results + as many metering events
     sink_object_events: int
     profiler: str  # auto | py-spy | pyinstrument | none
+    browser_pages: int  # URLs per browser measurement (raw loops and the tier)
+    browser_sweep: list[int]  # browser concurrencies; the first is the goal's
+    browser_memory_pages: int  # pages of the browser tier's memory run (0: none)
     suites: tuple[str, ...] = SUITES
     timeout_s: float = 300.0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -63,6 +66,9 @@ FULL = Config(
     sink_pg_events=50_000,
     sink_object_events=10_000,
     profiler="auto",
+    browser_pages=200,
+    browser_sweep=[BROWSER_HEADLINE_CONCURRENCY, 1, 8],
+    browser_memory_pages=1000,
 )
 QUICK = replace(
     FULL,
@@ -74,6 +80,9 @@ QUICK = replace(
     sink_pg_events=20_000,
     sink_object_events=3_000,
     profiler="none",
+    browser_pages=40,
+    browser_sweep=[BROWSER_HEADLINE_CONCURRENCY],
+    browser_memory_pages=0,
 )
 
 
@@ -83,11 +92,22 @@ def _ints(text: str) -> list[int]:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("--quick", action="store_true", help="a ~2 minute run (fewer points)")
+    p.add_argument("--quick", action="store_true", help="a ~4 minute run (fewer points)")
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="results directory")
     p.add_argument("--pages", type=int, help="corpus size (default 2000)")
     p.add_argument("--sweep", type=_ints, help="concurrencies of raw loops and Scrapy: 8,32,64")
     p.add_argument("--in-flight", type=_ints, help="worker max_in_flight per e2e round: 64,200")
+    p.add_argument("--browser-pages", type=int, help="pages per browser measurement (200)")
+    p.add_argument(
+        "--browser-sweep",
+        type=_ints,
+        help=f"browser concurrencies, the goal's first ({BROWSER_HEADLINE_CONCURRENCY},1,8)",
+    )
+    p.add_argument(
+        "--browser-memory-pages",
+        type=int,
+        help="pages of the browser tier's memory run (default 1000; 0 skips it; quick: 0)",
+    )
     p.add_argument(
         "--only", type=lambda s: tuple(s.split(",")), help=f"suites to run, of {','.join(SUITES)}"
     )
@@ -116,8 +136,11 @@ def _config(args: argparse.Namespace) -> Config:
         ("in_flight", "e2e_in_flight"),
         ("profiler", "profiler"),
         ("only", "suites"),
+        ("browser_pages", "browser_pages"),
+        ("browser_sweep", "browser_sweep"),
+        ("browser_memory_pages", "browser_memory_pages"),
     ):
-        if getattr(args, name):
+        if getattr(args, name) is not None:
             changes[key] = getattr(args, name)
     unknown = set(changes.get("suites", ())) - set(SUITES)
     if unknown:
@@ -197,16 +220,12 @@ def main(argv: list[str] | None = None) -> int:
                 if r:
                     results["scrapy"].append(r)
                     progress.info(f"{r['pages_per_s']:,.0f} pages/s")
-        if "browser" in cfg.suites:
-            results["browser"] = measure_browser(urls, HEADLINE_CONCURRENCY)
-            progress.phase(f"browser tier: {results['browser']['status']}")
-
         if "hotpath" in cfg.suites:
             from bench.hotpath import measure_hotpath
 
             progress.phase("worker hot path: CPU-bound steps per page, timed alone")
             results["hotpath"] = guarded("hotpath", partial(measure_hotpath, corpus))
-        if {"e2e", "sinks"} & set(cfg.suites):
+        if {"e2e", "sinks", "browser"} & set(cfg.suites):
             from bench.stack import BenchStack, target_env
 
             progress.phase("starting Kafka (KRaft) and PostgreSQL")
@@ -251,6 +270,18 @@ def main(argv: list[str] | None = None) -> int:
                         )
                     ),
                 )
+            if "browser" in cfg.suites:
+                browser_plan = BrowserPlan(
+                    pages=cfg.browser_pages,
+                    concurrency=cfg.browser_sweep,
+                    memory_pages=cfg.browser_memory_pages,
+                    timeout_s=max(cfg.timeout_s, 600.0),
+                )
+                results["browser"] = guarded(
+                    "browser",
+                    partial(measure_browser, stack, urls, browser_plan, workdir, progress),
+                ) or {"status": "not measured: failed (see errors)"}
+                results["errors"] += results["browser"].get("errors", [])
     except KeyboardInterrupt:
         results["errors"].append("interrupted")
     except Exception as exc:
@@ -427,4 +458,40 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
     else:
         add("http worker peak RSS at 200 in flight", "≤ 250 MB", "not measured", None)
+    _browser_goals(results.get("browser") or {}, add)
     return out
+
+
+def _browser_goals(b: dict[str, Any], add: Callable[[str, str, str, bool | None], None]) -> None:
+    c = b.get("headline_concurrency", BROWSER_HEADLINE_CONCURRENCY)
+    head = next((r for r in b.get("rounds", []) if r["concurrency"] == c), None)
+    goal = f"browser tier end to end vs a raw Playwright loop (new context per page), {c} at once"
+    if head and head.get("ratio_tier_to_raw_new"):
+        ratio = head["ratio_tier_to_raw_new"]
+        raw = head["raw_new_context"]["pages_per_s"]
+        reused = head.get("ratio_tier_to_raw_reused")
+        add(
+            goal,
+            "≥ 1.0x",
+            f"{ratio:.2f}x ({head['tier']['pages_per_s']:,.1f} vs {raw:,.1f} pages/s; "
+            f"vs reused contexts {reused:.2f}x)"
+            if reused
+            else f"{ratio:.2f}x",
+            ratio >= 1.0,
+        )
+    else:
+        add(goal, "≥ 1.0x", "not measured", None)
+    mem = b.get("memory_run") or {}
+    halves = (mem.get("memory") or {}).get("peak_pss_all_by_half")
+    goal = f"browser worker memory over {mem.get('pages', 1000):,} pages (worker + Chromium, PSS)"
+    target = "bounded: 2nd-half peak ≤ 1.25x 1st-half"
+    if halves and halves[0]:
+        add(
+            goal,
+            target,
+            f"{halves[0] / 1e6:,.0f} MB → {halves[1] / 1e6:,.0f} MB "
+            f"({mem['memory'].get('browsers_seen', '?')} Chromium launches)",
+            halves[1] <= 1.25 * halves[0],
+        )
+    else:
+        add(goal, target, "not measured (full runs only)", None)

@@ -3,21 +3,26 @@ learned routing, persistent stealth sessions per tenant, screenshots."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
+import signal
 import threading
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import psycopg
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from schemas import Codec
+from schemas import SPECS, Codec
 from scrapifie.admin import add_tenant
 from scrapifie.local.kafka import LocalKafka
 from scrapifie.local.postgres import LocalPostgres
+from tests.integration.browser_targets import GatedSite, chromium_browser_pids, chromium_pids
 from tests.integration.conftest import S3Endpoint, Stack, running_stack
 from tests.integration.helpers import wait_final
 
@@ -231,3 +236,140 @@ async def test_stealth_sessions_keep_cookies_per_tenant_and_screenshots_are_stor
     assert "sid=kept" in same_body
     assert "sid=kept" not in other_body  # another tenant's profile, even with the same session id
     assert shot.status_code == 200 and shot.content.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+# A browser process killed mid-job (issue 3) ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gated_site() -> Iterator[GatedSite]:
+    if not os.access("/usr/bin/chromium", os.X_OK):
+        pytest.fail("/usr/bin/chromium is required (make install provides it)")
+    with GatedSite() as site:
+        yield site
+
+
+@pytest.fixture(scope="module")
+def browser_stack(
+    kafka: LocalKafka,
+    postgres: LocalPostgres,
+    s3: S3Endpoint,
+    gated_site: GatedSite,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    """A browser-tier worker (one Chromium, 4 contexts) whose Chromium this module may kill."""
+    env = {
+        "SCRAPIFIE_WORKER__SITE_LIMITS": json.dumps(
+            {"127.0.0.1": {"rate_per_s": 100, "concurrency": 8}}
+        ),
+        "SCRAPIFIE_BROWSER__BROWSERS": "1",
+        "SCRAPIFIE_BROWSER__CONTEXTS_PER_BROWSER": "4",
+        # Short backoff keeps retries in the 5 s delay topic.
+        "SCRAPIFIE_WORKER__RETRY_BASE_DELAY_S": "0.5",
+    }
+    with running_stack(
+        kafka,
+        postgres,
+        s3,
+        tmp_path_factory.mktemp("browser-kill"),
+        [gated_site.base.removeprefix("http://")],
+        env,
+        tiers=("browser",),
+    ) as st:
+        yield st
+
+
+async def _result_records(st: Stack, job_ids: set[str]) -> dict[str, list[str]]:
+    """Statuses of every ``scrape.results`` record of these jobs, up to the topic's end now."""
+    topic = st.kafka.topics.results
+    spec = next(t for t in SPECS if t.base == "scrape.results")
+    parts = [TopicPartition(topic, p) for p in range(spec.partitions)]
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=st.kafka.bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=st.kafka.max_message_bytes + 65536,
+    )
+    await consumer.start()
+    found: dict[str, list[str]] = {j: [] for j in job_ids}
+    try:
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        end = await consumer.end_offsets(parts)
+        while [tp for tp in parts if await consumer.position(tp) < end[tp]]:
+            for msgs in (await consumer.getmany(timeout_ms=500)).values():
+                for m in msgs:
+                    record = Codec().decode(m.value or b"", expect="ScrapeResult")[1]
+                    if record["job_id"] in found:
+                        found[record["job_id"]].append(record["status"])
+    finally:
+        await consumer.stop()
+    return found
+
+
+def _cmd(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().replace(b"\0", b" ").decode(errors="replace")[:300]
+
+
+async def _attempts(st: Stack, job_ids: list[str], total: int) -> list[tuple[str, int, str]]:
+    """(job_id, attempt, outcome) of these jobs once the ledger sink has ``total`` rows."""
+    rows: list[tuple[str, int, str]] = []
+    async with await psycopg.AsyncConnection.connect(st.dsn, autocommit=True) as conn:
+        for _ in range(240):
+            cur = await conn.execute(
+                "SELECT job_id, attempt, outcome FROM attempts WHERE job_id = ANY(%s)"
+                " ORDER BY job_id, attempt",
+                (job_ids,),
+            )
+            rows = [(r[0], int(r[1]), r[2]) for r in await cur.fetchall()]
+            if len(rows) >= total:
+                break
+            await asyncio.sleep(0.25)
+    return rows
+
+
+async def test_a_chromium_killed_mid_job_is_retried_and_the_pool_recovers(
+    browser_stack: Stack, gated_site: GatedSite
+) -> None:
+    st = browser_stack
+    worker = st.procs["worker-browser"]
+    async with st.client() as client:
+        ids = []
+        for i in range(3):
+            resp = await client.post("/v1/jobs", json={"url": gated_site.url(i), "tier": "browser"})
+            assert resp.status_code == 202, resp.text
+            ids.append(resp.json()["job_id"])
+    # All three pages are mid-load in the worker's Chromium (their images are held back).
+    assert await asyncio.to_thread(gated_site.wait_held, 3, 180), st.log_tail()
+    browsers = set(chromium_browser_pids(worker.pid))
+    assert browsers, [_cmd(p) for p in chromium_pids(worker.pid)]
+    # Only Chromium processes under this worker: other tests may run browsers of their own.
+    for pid in chromium_pids(worker.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    gated_site.open()
+
+    rows = await wait_final(st.dsn, ids, timeout_s=180)
+    assert {r["status"] for r in rows.values()} == {"succeeded"}, rows
+    # The killed attempts were retried (transient) in the same tier, by a new browser.
+    assert all(r["attempts"] >= 2 and r["tier"] == "browser" for r in rows.values()), rows
+    attempts = await _attempts(st, ids, sum(r["attempts"] for r in rows.values()))
+    for job_id, row in rows.items():
+        mine = [(a, o) for j, a, o in attempts if j == job_id]
+        assert [a for a, _ in mine] == list(range(1, row["attempts"] + 1)), attempts
+        assert mine[0][1] == "transient" and mine[-1][1] == "ok", attempts
+    # Exactly one final status per job: one result record each, none for the killed attempts.
+    assert await _result_records(st, set(ids)) == {j: ["succeeded"] for j in ids}
+
+    # The pool recovered: a job submitted now succeeds on its first attempt, same worker.
+    async with st.client() as client:
+        resp = await client.post(
+            "/v1/jobs", json={"url": gated_site.url("after"), "tier": "browser"}
+        )
+        after = resp.json()["job_id"]
+    row = (await wait_final(st.dsn, [after], timeout_s=120))[after]
+    assert (row["status"], row["attempts"]) == ("succeeded", 1), row
+    assert worker.poll() is None and st.procs["worker-browser"] is worker
+    now = set(chromium_browser_pids(worker.pid))
+    assert now and not now & browsers, (now, browsers)
