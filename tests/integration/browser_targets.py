@@ -343,9 +343,16 @@ def chromium_pids(root: int | None = None) -> list[int]:
 
 
 def chromium_browser_pids(root: int | None = None) -> list[int]:
-    """Chromium *browser* processes under ``root`` (helpers carry a ``--type=`` flag)."""
+    """Chromium *browser* processes under ``root`` (helpers carry a ``--type=`` flag; the
+    crash handler, /usr/lib/chromium/chrome_crashpad_handler, is another program)."""
     # Chromium rewrites its helpers' argv into one space-separated string.
-    return [p for p in chromium_pids(root) if "--type=" not in " ".join(_cmdline(p))]
+    return [
+        p
+        for p in chromium_pids(root)
+        if (c := _cmdline(p))
+        and os.path.basename(c[0].split(" ", 1)[0]) == "chromium"
+        and "--type=" not in " ".join(c)
+    ]
 
 
 def _status_kib(pid: int, field: str) -> int:
