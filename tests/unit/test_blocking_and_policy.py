@@ -7,7 +7,7 @@ import random
 import pytest
 
 from schemas import ErrorCode
-from streams.blocking import inspect, visible_text_length
+from streams.blocking import has_js_app_hint, inspect, visible_text_length
 from streams.fetchers.base import FetchResponse
 from streams.outcome import Kind, Outcome, classify_response
 from streams.policy import Action, RetryPolicy, decide, next_tier
@@ -143,3 +143,20 @@ def test_ok_and_fatal_finish() -> None:
         rng=rng,
     )
     assert (fatal.action, fatal.code) == (Action.FINISH, ErrorCode.TOO_LARGE)
+
+
+@pytest.mark.parametrize(
+    ("html", "hint"),
+    [
+        ('<body><div id="root"></div><script src="/app.js"></script></body>', True),
+        ("<div class='x' id='__next' >\n </div>", True),
+        ("<div id=app></div>", False),  # unquoted ids are not matched (as before)
+        ('<div id="root"><p>server-rendered</p></div>', False),
+        ("<noscript>you need it</noscript>", True),
+        ("please enable javascript to continue", True),
+        ("this site requires javascript", True),
+        ("<p>plain article text about javascript frameworks</p>", False),
+    ],
+)
+def test_js_app_hints(html: str, hint: bool) -> None:
+    assert has_js_app_hint(html.lower()) is hint
