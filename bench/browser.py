@@ -37,10 +37,8 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -330,63 +328,24 @@ def main(argv: list[str] | None = None) -> int:
 
 def _driver_class() -> type[Any]:
     """A Driver (bench.e2e) that produces to a tier topic and keeps each result's fields."""
-    from bench.e2e import Batch, Driver
-    from schemas import site_key
+    from bench.e2e import Driver
 
     class TierDriver(Driver):
         tier = "browser"
+        max_tier = "browser"  # the comparison is this tier's: no escalation
 
         def __init__(self, *args: Any) -> None:
             super().__init__(*args)
             self.results: dict[str, dict[str, Any]] = {}
 
-        def _request(self, url: str, tenant: str) -> tuple[str, bytes]:
-            job_id = str(uuid.uuid4())
-            value = self.codec.encode(
-                "ScrapeRequest",
-                {
-                    "job_id": job_id,
-                    "tenant": tenant,
-                    "url": url,
-                    "tier": self.tier,
-                    "max_tier": self.tier,  # the comparison is this tier's: no escalation
-                    "created_at": datetime.now(UTC),
-                    "options": {},
-                    "trace_id": job_id,
-                },
-            )
-            return job_id, value
-
-        async def submit_many(self, urls: list[str], tenant: str) -> Batch:
-            batch = Batch(tenant)
-            topic = self.kafka.topics.tier(self.tier)
-            futures = []
-            for url in urls:
-                job_id, value = self._request(url, tenant)
-                batch.submitted[job_id] = time.time()
-                futures.append(await self._producer.send(topic, value, key=site_key(url).encode()))
-            await asyncio.gather(*futures)
-            batch.acked = dict.fromkeys(batch.submitted, time.time())
-            return batch
-
-        async def _watch(self) -> None:
-            while True:
-                batches = await self._consumer.getmany(timeout_ms=200)
-                now = time.time()
-                for msgs in batches.values():
-                    for m in msgs:
-                        job_id = (m.key or b"").decode()
-                        if job_id in self.arrived:
-                            continue
-                        self.arrived[job_id] = now
-                        self.emitted[job_id] = m.timestamp / 1000
-                        rec = self.codec.decode(m.value or b"", expect="ScrapeResult")[1]
-                        self.results[job_id] = {
-                            "status": rec["status"],
-                            "error_code": rec["error_code"],
-                            "attempts": rec["attempts"],
-                            "duration_ms": rec["duration_ms"],
-                        }
+        def _on_result(self, job_id: str, message: Any) -> None:
+            rec = self.codec.decode(message.value or b"", expect="ScrapeResult")[1]
+            self.results[job_id] = {
+                "status": rec["status"],
+                "error_code": rec["error_code"],
+                "attempts": rec["attempts"],
+                "duration_ms": rec["duration_ms"],
+            }
 
     return TierDriver
 

@@ -56,7 +56,10 @@ class Batch:
 
 
 class Driver:
-    """Produces jobs and watches their results; an async context manager."""
+    """Produces jobs to a tier topic and watches their results; an async context manager."""
+
+    tier = "http"
+    max_tier = "stealth"  # the schema's default: a blocked page may escalate
 
     def __init__(self, kafka: KafkaConfig, dsn: str, progress: Progress) -> None:
         self.kafka = kafka
@@ -106,9 +109,13 @@ class Driver:
                         continue
                     self.arrived[job_id] = now
                     self.emitted[job_id] = m.timestamp / 1000
+                    self._on_result(job_id, m)
                     fut = self._waiters.pop(job_id, None)
                     if fut is not None and not fut.done():
                         fut.set_result(now)
+
+    def _on_result(self, job_id: str, message: Any) -> None:
+        """Called once per job's first result record (subclasses keep what they need)."""
 
     def _request(self, url: str, tenant: str) -> tuple[str, bytes]:
         job_id = str(uuid.uuid4())
@@ -118,6 +125,8 @@ class Driver:
                 "job_id": job_id,
                 "tenant": tenant,
                 "url": url,
+                "tier": self.tier,
+                "max_tier": self.max_tier,
                 "created_at": datetime.now(UTC),
                 "options": {},
                 "trace_id": job_id,
@@ -128,7 +137,7 @@ class Driver:
     async def submit_many(self, urls: list[str], tenant: str) -> Batch:
         """Produce one job per URL as fast as the producer takes them."""
         batch = Batch(tenant)
-        topic = self.kafka.topics.tier("http")
+        topic = self.kafka.topics.tier(self.tier)
         futures = []
         for url in urls:
             job_id, value = self._request(url, tenant)
