@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import shutil
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -25,39 +24,23 @@ from scrapifie.admin import add_tenant, ensure_topics
 from scrapifie.local.kafka import LocalKafka
 from scrapifie.local.ports import free_port
 from scrapifie.local.postgres import LocalPostgres
-from tests.faults.infra import REPO, FaultStack, S3Proxy, SlowSite, base_env
+from tests.faults.infra import FaultStack, S3Proxy, SlowSite, base_env
+from tests.services import started_kafka, started_postgres
 
 INITIAL_CREDITS = 1_000_000
 _FIGURES = pytest.StashKey[list[dict[str, Any]]]()
 
 
-def _need(binary: str) -> None:
-    if shutil.which(binary) is None:
-        pytest.fail(f"{binary} is required for fault tests (make install provides it)")
-
-
 @pytest.fixture(scope="session")
 def fault_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
-    _need("java")
-    _need("mvn")
-    broker = LocalKafka(
-        data_dir=tmp_path_factory.mktemp("fault-kafka"),
-        port=free_port(),
-        controller_port=free_port(),
-        pom=REPO / "deploy" / "kafka" / "pom.xml",
-    )
-    broker.start()
-    yield broker
-    broker.stop()
+    with started_kafka(tmp_path_factory.mktemp("fault-kafka")) as broker:
+        yield broker
 
 
 @pytest.fixture(scope="session")
 def fault_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
-    db = LocalPostgres(data_dir=tmp_path_factory.mktemp("fault-pg") / "cluster", port=free_port())
-    db.start()
-    yield db
-    db.stop()
-    db.destroy()
+    with started_postgres(tmp_path_factory.mktemp("fault-pg") / "cluster") as db:
+        yield db
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ import asyncio
 import concurrent.futures
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,37 +28,21 @@ from scrapifie.local.kafka import LocalKafka
 from scrapifie.local.ports import free_port
 from scrapifie.local.postgres import LocalPostgres
 from tests.integration.targets import TargetSite
+from tests.services import started_kafka, started_postgres
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _need(binary: str) -> None:
-    if shutil.which(binary) is None:
-        pytest.fail(f"{binary} is required for integration tests (make install provides it)")
-
-
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
-    _need("java")
-    _need("mvn")
-    broker = LocalKafka(
-        data_dir=tmp_path_factory.mktemp("kafka"),
-        port=free_port(),
-        controller_port=free_port(),
-        pom=REPO / "deploy" / "kafka" / "pom.xml",
-    )
-    broker.start()
-    yield broker
-    broker.stop()
+    with started_kafka(tmp_path_factory.mktemp("kafka")) as broker:
+        yield broker
 
 
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
-    db = LocalPostgres(data_dir=tmp_path_factory.mktemp("pg") / "cluster", port=free_port())
-    db.start()
-    yield db
-    db.stop()
-    db.destroy()
+    with started_postgres(tmp_path_factory.mktemp("pg") / "cluster") as db:
+        yield db
 
 
 @dataclass
