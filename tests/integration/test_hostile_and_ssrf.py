@@ -178,3 +178,29 @@ def _self_signed(tmp: Path) -> tuple[Path, Path]:
         )
     )
     return cert_path, key_path
+
+
+async def test_a_cookie_one_job_receives_is_not_sent_with_the_next_job() -> None:
+    """Through the real transport: jobs of different tenants share the worker's connections,
+    never its cookies."""
+
+    async def set_cookie(_request: web.Request) -> web.Response:
+        resp = web.Response(text="hello")
+        resp.set_cookie("sid", "tenant-a-session")
+        return resp
+
+    async def echo(request: web.Request) -> web.Response:
+        return web.Response(text=request.headers.get("Cookie", "no cookie"))
+
+    app = web.Application()
+    app.router.add_get("/set", set_cookie)
+    app.router.add_get("/echo", echo)
+    runner, port = await _serve(app)
+    try:
+        config = FetchConfig(allow_private=(f"127.0.0.1:{port}",), timeout_s=3)
+        async with HttpFetcher(config) as fetcher:
+            await fetcher.fetch(FetchRequest(url=f"http://127.0.0.1:{port}/set"))
+            resp = await fetcher.fetch(FetchRequest(url=f"http://127.0.0.1:{port}/echo"))
+    finally:
+        await runner.cleanup()
+    assert resp.body == b"no cookie"

@@ -257,6 +257,35 @@ async def test_credentials_are_not_forwarded_to_another_origin() -> None:
     assert seen["evil.test"] is None
 
 
+async def test_cookies_never_reach_another_job() -> None:
+    """One worker fetches for every tenant: a cookie a page sets must not ride along with the
+    next job to that site (httpx.AsyncClient's jar did exactly that)."""
+    seen: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("cookie"))
+        return reply(200, headers={"Set-Cookie": "sid=tenant-a-session; Path=/"})
+
+    async with HttpFetcher(FetchConfig(), transport=httpx.MockTransport(handler)) as fetcher:
+        await fetcher.fetch(FetchRequest(url="http://example.test/a"))
+        await fetcher.fetch(FetchRequest(url="http://example.test/b"))
+    assert seen == [None, None]
+
+
+async def test_cookie_set_by_a_redirect_hop_reaches_the_next_hop_of_the_same_job() -> None:
+    seen: dict[str, str | None] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen[request.url.path] = request.headers.get("cookie")
+        if request.url.path == "/start":
+            return reply(302, headers={"Location": "/check", "Set-Cookie": "probe=1; Path=/"})
+        return reply(200, body=b"ok")
+
+    resp = await fetch(handler, url="http://example.test/start")
+    assert resp.body == b"ok"
+    assert seen == {"/start": None, "/check": "probe=1"}
+
+
 # --- size limits -----------------------------------------------------------------------------
 
 
