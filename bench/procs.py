@@ -74,6 +74,22 @@ def cpu_seconds(pids: Iterable[int]) -> float:
     return total / _TICK
 
 
+def jit_cpu_seconds(pid: int) -> float:
+    """CPU seconds the JVM ``pid`` has spent in its JIT compiler threads (HotSpot names them
+    ``C1 CompilerThre…`` and ``C2 CompilerThre…``); 0 when it is gone."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            if "CompilerThre" not in (task / "comm").read_text():
+                continue
+            raw = (task / "stat").read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / _TICK
+
+
 def system_busy_seconds() -> float:
     """CPU seconds all CPUs have spent busy (not idle or iowait) since boot, from /proc/stat."""
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]

@@ -185,12 +185,21 @@ def _throughput_table(results: dict[str, Any]) -> list[str]:
         )
     if len(lines) == 4:
         return []  # no http suite in this run
+    rounds = (results.get("e2e") or {}).get("throughput", [])
+    warm = rounds[0].get("broker_warmup") if rounds else None
     lines += [
         "",
         "Scrapifie latencies are submit → result (or row) for jobs submitted all at once, so they "
         "include queueing; RSS is the worker's. Low-load latency is below.",
-        "",
     ]
+    if warm and warm.get("passes"):
+        lines.append(
+            f"Before the first round the corpus went through the pipeline {warm['passes']} "
+            f"time(s) ({warm['seconds']:g} s) until the broker's JIT compiler used "
+            f"{100 * (warm['jit_share_last_pass'] or 0):.0f}% of a core (a broker in production "
+            "is warm; a fresh one spends up to half its CPU compiling)."
+        )
+    lines.append("")
     return lines
 
 
