@@ -8,7 +8,6 @@ object is already there (``put_if_absent``) and whose row is then written.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from connectors.sinks.base import Decoded
@@ -20,13 +19,10 @@ from schemas import TopicSet, content_object_key, screenshot_object_key
 class ResultsSink:
     name = "results"
 
-    def __init__(
-        self, topics: TopicSet, db: PgWriter, store: ObjectStore, concurrency: int = 16
-    ) -> None:
+    def __init__(self, topics: TopicSet, db: PgWriter, store: ObjectStore) -> None:
         self._topics = topics
         self._db = db
         self._store = store
-        self._sem = asyncio.Semaphore(concurrency)
 
     def topics(self) -> list[str]:
         return [self._topics.results]
@@ -40,17 +36,16 @@ class ResultsSink:
             first.setdefault((d.value["tenant"], d.value["job_id"]), d.value)
         done = await self._db.final_jobs(list(first))
         todo = [r for job, r in first.items() if job not in done]
-        await asyncio.gather(*(self._put(r) for r in todo))
+        objects: list[tuple[str, bytes, str]] = []
+        for r in todo:
+            key, shot = _key(r), _shot_key(r)
+            if key is not None:
+                objects.append((key, r["content"], "application/gzip"))
+            if shot is not None:
+                objects.append((shot, r["screenshot"], "image/png"))
+        await self._store.put_many_if_absent(objects)  # durable before any row names them
         rows = [{**r, "content_key": _key(r), "screenshot_key": _shot_key(r)} for r in todo]
         await self._db.execute_many([(UPSERT_RESULT, rows)])
-
-    async def _put(self, result: dict[str, Any]) -> None:
-        key, shot = _key(result), _shot_key(result)
-        async with self._sem:
-            if key is not None:
-                await self._store.put_if_absent(key, result["content"], "application/gzip")
-            if shot is not None:
-                await self._store.put_if_absent(shot, result["screenshot"], "image/png")
 
 
 def _key(result: dict[str, Any]) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 
@@ -18,6 +19,10 @@ class ObjectStore(Protocol):
 
     async def put_if_absent(self, key: str, data: bytes, content_type: str) -> bool:
         """Store ``data`` at ``key`` unless it exists; True if written now."""
+        ...
+
+    async def put_many_if_absent(self, items: Sequence[tuple[str, bytes, str]]) -> list[bool]:
+        """``put_if_absent`` for each ``(key, data, content_type)``; all durable on return."""
         ...
 
     async def get(self, key: str) -> bytes | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import boto3
@@ -42,6 +43,7 @@ class S3ObjectStore:
             ),
         )
         self._bucket_ready = False
+        self._requests = asyncio.Semaphore(16)  # a batch's puts at once (pool: 32 connections)
 
     async def _call(self, op: str, **kwargs: Any) -> Any:
         try:
@@ -77,6 +79,13 @@ class S3ObjectStore:
         except ClientError as exc:
             raise StorageError(f"S3 put_object {key} failed: {exc}") from exc
         return True
+
+    async def put_many_if_absent(self, items: Sequence[tuple[str, bytes, str]]) -> list[bool]:
+        async def one(key: str, data: bytes, content_type: str) -> bool:
+            async with self._requests:
+                return await self.put_if_absent(key, data, content_type)
+
+        return list(await asyncio.gather(*(one(*item) for item in items)))
 
     async def _exists(self, key: str) -> bool:
         try:

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from schemas import Codec, content_object_key, site_key
 from schemas import headers as hdr
-from tests.integration.conftest import REPO, Stack
+from tests.integration.conftest import REPO, S3Endpoint, Stack
 from tests.integration.helpers import wait_final
 from tests.integration.targets import TargetSite, page
 
@@ -205,3 +205,20 @@ async def test_malformed_record_goes_to_dlq_and_next_is_processed(
     assert hdr.get(headers, hdr.DLQ_OFFSET) == str(bad_meta.offset)
     assert hdr.get(headers, hdr.DLQ_PARTITION) == str(bad_meta.partition)
     assert hdr.get(headers, "origin") == "test"
+
+
+async def test_s3_store_batch_writes_each_object_once(s3: S3Endpoint) -> None:
+    from connectors.storage.s3 import S3ObjectStore
+
+    store = S3ObjectStore(
+        f"{s3.bucket}-batch",
+        endpoint_url=s3.url,
+        region="us-east-1",
+        access_key_id=s3.key_id,
+        secret_access_key=s3.secret,
+        create_bucket=True,
+    )
+    items = [(f"content/t/{i:02d}/job-{i}.html.gz", f"body {i}".encode(), "x") for i in range(20)]
+    assert await store.put_many_if_absent(items[:5]) == [True] * 5
+    assert await store.put_many_if_absent(items) == [False] * 5 + [True] * 15
+    assert await store.get("content/t/07/job-7.html.gz") == b"body 7"
