@@ -41,6 +41,7 @@ from bench.stack import REPO, BenchStack, Proc
 from bench.stats import rate, summary_ms
 from schemas import Codec, site_key
 from schemas.kafka import KafkaConfig, producer_kwargs
+from scrapifie.local.ports import free_port
 
 FINAL = ("succeeded", "failed")
 WARMUP_TIMEOUT_S = 120.0  # includes the worker's start-up and joining its consumer group
@@ -297,6 +298,7 @@ class E2EPlan:
     profiler: str | None  # "py-spy", "pyinstrument" or None
     profile_stem: Path  # profile files: <stem>-pyspy.txt or <stem>.pyisession (+ .html)
     nginx_pid: int | None
+    workers: list[int] = field(default_factory=lambda: [1])  # >1: a round more at in_flight[0]
 
 
 async def run_e2e(
@@ -318,6 +320,13 @@ async def run_e2e(
                 if i == 0:
                     out["latency"] = rep.pop("latency")
                 out["throughput"].append(rep)
+            for n in plan.workers:
+                if n > 1:
+                    mif = plan.in_flight[0]
+                    round_ = _Round(
+                        stack, driver, prefix, urls, plan, progress, sink, mif, f"{mif}x{n}", n
+                    )
+                    out["throughput"].append(await round_.run(latency=False))
             if plan.profiler:
                 mif = plan.in_flight[0]
                 tag = f"{mif}-{plan.profiler}"
@@ -340,6 +349,7 @@ class _Round:
     sink: Proc
     in_flight: int
     tag: str  # names the round's worker, log and tenants
+    workers: int = 1
 
     @property
     def objects_root(self) -> Path:
@@ -366,12 +376,26 @@ class _Round:
         )
         wrapper = pyinstrument_wrapper(profile_file) if profiler == "pyinstrument" else None
         worker = self.stack.spawn(f"worker-{tag}", ["worker", "--tier", "http"], env, wrapper)
-        out: dict[str, Any] = {"max_in_flight": mif}
+        # More worker processes share the tier topic's partitions (one per core is how the tier
+        # scales: a worker is one Python thread). Each needs its own member id and metrics port.
+        extra = [
+            self.stack.spawn(
+                f"worker-{tag}-{n}",
+                ["worker", "--tier", "http"],
+                {
+                    **env,
+                    "SCRAPIFIE_WORKER__INSTANCE_ID": f"bench-{tag}-{n}",
+                    "SCRAPIFIE_WORKER_METRICS_PORT": str(free_port()),
+                },
+            )
+            for n in range(2, self.workers + 1)
+        ]
+        out: dict[str, Any] = {"max_in_flight": mif, "workers": self.workers}
         try:
             self.progress.phase(
                 f"e2e [{tag}]: worker start, warm-up with {self.plan.warmup_jobs} jobs"
             )
-            self.driver.watch = [worker, self.sink]
+            self.driver.watch = [worker, *extra, self.sink]
             _, warm = await self._batch(
                 self.urls[: self.plan.warmup_jobs], f"bench-warmup-{tag}", WARMUP_TIMEOUT_S
             )
@@ -390,6 +414,7 @@ class _Round:
             meter = CpuMeter(
                 {
                     "worker": worker.pid,
+                    **{f"worker-{n}": p.pid for n, p in enumerate(extra, start=2)},
                     "sink": self.sink.pid,
                     "kafka": self.stack.kafka_pid,
                     "postgres": self.stack.postgres_pid,
@@ -407,6 +432,8 @@ class _Round:
                 await self.driver.wait_results(batch, self.plan.timeout_s)
             finally:
                 cpu = meter.stop()
+                for n in range(2, self.workers + 1):  # one figure for the tier's processes
+                    cpu["worker"] = round(cpu["worker"] + cpu.pop(f"worker-{n}", 0.0), 1)
                 if spy is not None:
                     await asyncio.to_thread(spy.stop)
                 in_flight = await sampler.stop()
@@ -416,8 +443,9 @@ class _Round:
             out["in_flight_seen"] = in_flight
         finally:
             self.driver.watch = [self.sink]
-            await asyncio.to_thread(self.stack.stop, worker)
-        out["worker_peak_rss_bytes"] = worker.peak_rss_bytes
+            for proc in (worker, *extra):
+                await asyncio.to_thread(self.stack.stop, proc)
+        out["worker_peak_rss_bytes"] = max(p.peak_rss_bytes or 0 for p in (worker, *extra))
         if profiler is not None:
             if profiler == "pyinstrument":
                 stacks = load_pyinstrument(profile_file)

@@ -56,7 +56,9 @@ def series(results: dict[str, Any]) -> dict[str, dict[int, float]]:
         ("row_pages_per_s", "Scrapifie http tier → rows"),
     ):
         out[label] = {
-            int(r["max_in_flight"]): r[key] for r in e2e.get("throughput", []) if r.get(key)
+            int(r["max_in_flight"]): r[key]
+            for r in e2e.get("throughput", [])
+            if r.get(key) and r.get("workers", 1) == 1
         }
     return {k: v for k, v in out.items() if v}
 
@@ -95,6 +97,12 @@ def markdown(results: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def tier_label(r: dict[str, Any]) -> str:
+    """How an e2e round is named in tables: the worker count when it is more than one."""
+    workers = r.get("workers", 1)
+    return f"Scrapifie http tier, {workers} workers" if workers > 1 else "Scrapifie http tier"
 
 
 def _busy_warning(results: dict[str, Any]) -> list[str]:
@@ -166,9 +174,10 @@ def _throughput_table(results: dict[str, Any]) -> list[str]:
     for r in (results.get("e2e") or {}).get("throughput", []):
         conc = int(r["max_in_flight"])
         rss = r.get("worker_peak_rss_bytes")
+        tier = tier_label(r)
         lines.append(
             row(
-                "Scrapifie http tier → `scrape.results`",
+                f"{tier} → `scrape.results`",
                 conc,
                 r.get("result_pages_per_s"),
                 _lat(r.get("submit_to_result_ms")),
@@ -177,7 +186,7 @@ def _throughput_table(results: dict[str, Any]) -> list[str]:
         )
         lines.append(
             row(
-                "Scrapifie http tier → PostgreSQL rows + objects",
+                f"{tier} → PostgreSQL rows + objects",
                 conc,
                 r.get("row_pages_per_s"),
                 _lat(r.get("submit_to_row_ms")),
@@ -190,7 +199,8 @@ def _throughput_table(results: dict[str, Any]) -> list[str]:
     lines += [
         "",
         "Scrapifie latencies are submit → result (or row) for jobs submitted all at once, so they "
-        "include queueing; RSS is the worker's. Low-load latency is below.",
+        "include queueing; RSS is the worker's (the larger, with two workers; in flight is per "
+        "worker). Low-load latency is below.",
     ]
     if warm and warm.get("passes"):
         lines.append(
@@ -271,8 +281,10 @@ def _memory_section(results: dict[str, Any]) -> list[str]:
     e2e = results.get("e2e") or {}
     for r in e2e.get("throughput", []):
         seen = r.get("in_flight_seen", {}).get("max")
+        workers = r.get("workers", 1)
         lines.append(
-            f"| http worker, max_in_flight={r['max_in_flight']} (max seen in flight: "
+            f"| http worker{f' (one of {workers})' if workers > 1 else ''}, "
+            f"max_in_flight={r['max_in_flight']} (max seen in flight: "
             f"{_num(seen)}) | {_mb(r.get('worker_peak_rss_bytes'))} |"
         )
     if e2e.get("sink_peak_rss_bytes"):
