@@ -36,7 +36,14 @@ class SinkConfig(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     batch_max_records: int = Field(500, gt=0, description="Records written per transaction.")
-    batch_wait_s: float = Field(0.05, ge=0, description="Longest wait to fill a batch.")
+    batch_wait_s: float = Field(
+        0.02,
+        ge=0,
+        description=(
+            "How long a batch may wait for more records after its first one (fewer, larger"
+            " transactions; adds up to this much to the time a row takes to appear)."
+        ),
+    )
     max_backoff_s: float = Field(10.0, gt=0, description="Cap of the retry backoff on failures.")
     group_prefix: str = Field("scrapifie", description="Consumer group prefix.")
     instance_id: str | None = Field(
