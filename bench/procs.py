@@ -34,9 +34,10 @@ def rss_bytes(pid: int) -> int | None:
     return None if kib is None else kib * 1024
 
 
-def _stat(pid: int) -> list[str] | None:
+def _stat(pid: int, path: Path | None = None) -> list[str] | None:
+    """Fields of ``/proc/<pid>/stat`` (or of another stat file, e.g. a thread's)."""
     try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
+        raw = (path or Path(f"/proc/{pid}/stat")).read_text()
     except OSError:
         return None
     # Fields after the command name (which may contain spaces and parentheses).
@@ -82,11 +83,11 @@ def jit_cpu_seconds(pid: int) -> float:
         try:
             if "CompilerThre" not in (task / "comm").read_text():
                 continue
-            raw = (task / "stat").read_text()
         except OSError:
             continue
-        fields = raw[raw.rindex(")") + 2 :].split()
-        total += int(fields[11]) + int(fields[12])
+        fields = _stat(pid, task / "stat")
+        if fields is not None:
+            total += int(fields[11]) + int(fields[12])
     return total / _TICK
 
 

@@ -124,16 +124,13 @@ class SinkRunner:
         )
         try:
             while not stop.is_set():
-                batches = await self._poll()
+                batches = await poll_batch(
+                    self._consumer, self._config.batch_max_records, self._config.batch_wait_s
+                )
                 if batches:
                     await self._process(batches, stop)
         finally:
             await self._consumer.stop()
-
-    async def _poll(self) -> dict[TopicPartition, list[ConsumerRecord]]:
-        return await poll_batch(
-            self._consumer, self._config.batch_max_records, self._config.batch_wait_s
-        )
 
     async def _process(
         self,

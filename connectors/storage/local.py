@@ -53,11 +53,9 @@ class LocalObjectStore:
         dirs: set[Path] = set()
         try:
             for path, data in items:
-                if self._put(path, data):
+                written.append(self._put(path, data))
+                if written[-1]:
                     dirs.add(path.parent)
-                    written.append(True)
-                else:
-                    written.append(False)
             for directory in dirs:
                 dir_fd = os.open(directory, os.O_RDONLY)
                 try:
