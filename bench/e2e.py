@@ -4,7 +4,7 @@ PostgreSQL and objects stored.
 Clocks: every time here is wall-clock (``time.time()``) on this machine.
 
 * submit: just before the ScrapeRequest is handed to the producer (the project's own producer
-  settings, ``schemas.kafka.producer_kwargs``: idempotent, acks=all, linger 5 ms);
+  settings, ``schemas.kafka.producer_kwargs``: idempotent, acks=all, linger 1 ms);
 * result: when our plain aiokafka consumer of ``scrape.results`` receives the record (the
   record's CreateTime, stamped by the worker's producer, is kept as ``emitted``);
 * row: the job row's ``updated_at`` (PostgreSQL ``now()``, the start of the sink's upsert

@@ -85,7 +85,7 @@ def _metering(result: dict[str, Any]) -> dict[str, Any]:
 async def _produce(
     kafka: KafkaConfig, records: Iterator[tuple[str, bytes, bytes]], total: int, progress: Progress
 ) -> float:
-    kwargs = {**producer_kwargs(kafka, "bench-prefill"), "linger_ms": 20, "max_batch_size": 1 << 20}
+    kwargs = {**producer_kwargs(kafka, "bench-prefill"), "linger_ms": 20}
     t0 = time.monotonic()
     async with AIOKafkaProducer(**kwargs) as producer:
         pending = []
