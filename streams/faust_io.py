@@ -8,6 +8,7 @@ import faust
 
 from schemas import headers as hdr
 from schemas.kafka import EventProducer, KafkaConfig
+from streams.faust_eager import EagerTransport
 
 
 def raw_topic(app: faust.App, name: str) -> Any:
@@ -57,8 +58,10 @@ def new_app(
 
     Faust reads its settings from un-prefixed environment variables too (``BROKER_URL``,
     ``CONSUMER_GROUP_INSTANCE_ID``...), ahead of the arguments given here; ``env={}`` turns
-    that off so that only ``SCRAPIFIE_*`` settings configure our processes."""
-    return faust.App(
+    that off so that only ``SCRAPIFIE_*`` settings configure our processes.
+
+    Its consumer hands records to the agents eagerly (see faust_eager.py)."""
+    app = faust.App(
         app_id,
         env={},
         consumer_group_instance_id=instance_id,
@@ -73,3 +76,5 @@ def new_app(
         autodiscover=False,
         **settings,
     )
+    app.transport = EagerTransport(app.conf.broker_consumer, app)
+    return app
