@@ -15,6 +15,7 @@ Rules (PITFALLS.md, "SSRF"):
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from collections.abc import Iterable
@@ -73,8 +74,11 @@ def embedded_ipv4(ip: IPAddress) -> list[ipaddress.IPv4Address]:
     return found
 
 
+@functools.lru_cache(maxsize=4096)
 def why_not_public(ip: IPAddress) -> str | None:
-    """None when ``ip`` is a public unicast address; else the reason it is not."""
+    """None when ``ip`` is a public unicast address; else the reason it is not. Cached: the
+    answer depends on the address alone, and it costs ~50 network-membership tests, on every
+    request and redirect hop, for the few addresses a worker keeps connecting to."""
     for candidate in (ip, *embedded_ipv4(ip)):
         if candidate.is_loopback:
             return f"{ip} is loopback"
