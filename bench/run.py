@@ -184,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         progress.phase(f"target: corpus of {cfg.pages:,} pages, nginx on {len(HOSTS)} addresses")
         nginx_binary()  # installs nginx when missing (as root), before any work
+        results["machine"]["nginx"] = _nginx_version()  # known only once it is installed
         corpus = build_corpus(workdir / "corpus", cfg.pages)
         from scrapifie.local.ports import free_port
 
@@ -368,6 +369,16 @@ def _corpus_info(sizes: list[int], total: int) -> dict[str, Any]:
     }
 
 
+def _nginx_version() -> str | None:
+    try:
+        out = subprocess.run(
+            [nginx_binary(install=False), "-v"], capture_output=True, text=True, check=False
+        )
+    except Exception:
+        return None
+    return out.stderr.strip().rsplit("/", 1)[-1] or None
+
+
 def _machine() -> dict[str, Any]:
     versions: dict[str, str | None] = {}
     for dist in (
@@ -384,19 +395,11 @@ def _machine() -> dict[str, Any]:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             versions[dist] = None
-    nginx = None
-    try:
-        out = subprocess.run(
-            [nginx_binary(install=False), "-v"], capture_output=True, text=True, check=False
-        )
-        nginx = out.stderr.strip().rsplit("/", 1)[-1]
-    except Exception:
-        pass
     return {
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
-        "nginx": nginx,
+        "nginx": _nginx_version(),
         "versions": versions,
     }
 
