@@ -35,7 +35,7 @@ class StorageConfig(BaseModel):
 class SinkConfig(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    batch_max_records: int = Field(500, gt=0, description="Records written per transaction.")
+    batch_max_records: int = Field(2000, gt=0, description="Records written per transaction.")
     batch_wait_s: float = Field(
         0.02,
         ge=0,

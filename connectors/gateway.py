@@ -32,7 +32,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from connectors.config import GatewayConfig
 from connectors.openapi import OPENAPI
-from connectors.sinks.pg import INSERT_QUEUED
+from connectors.sinks.pg import INSERT_QUEUED, queued_params
 from connectors.storage import ObjectStore, StorageError
 from schemas import default_codec, site_key
 from schemas import headers as hdr
@@ -314,7 +314,7 @@ class Gateway:
         try:
             assert self._pool is not None
             async with asyncio.timeout(2), self._pool.connection() as conn, conn.cursor() as cur:
-                await cur.executemany(INSERT_QUEUED, jobs)
+                await cur.executemany(INSERT_QUEUED, queued_params(jobs))
         except (psycopg.Error, TimeoutError) as exc:
             log.info("queued rows not written now (%s); the ledger sink will", exc)
 

@@ -15,6 +15,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import random
 from dataclasses import dataclass
@@ -197,8 +198,8 @@ class SinkRunner:
                 for item in batch:
                     await self._write([item], stop)
                 return
-            for d in batch:
-                self._metrics.records.labels(self._handler.name, d.topic).inc()
+            for topic, count in collections.Counter(d.topic for d in batch).items():
+                self._metrics.records.labels(self._handler.name, topic).inc(count)
             return
 
     async def _to_dlq(self, m: ConsumerRecord, reason: str, detail: str) -> None:

@@ -8,7 +8,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from connectors.sinks.base import Decoded
-from connectors.sinks.pg import INSERT_ATTEMPTS, INSERT_QUEUED, PgWriter, attempts_params
+from connectors.sinks.pg import (
+    INSERT_ATTEMPTS,
+    INSERT_QUEUED,
+    PgWriter,
+    attempts_params,
+    queued_params,
+)
 from schemas import TIER_ORDER, TopicSet
 
 
@@ -36,5 +42,5 @@ class LedgerSink:
                     d.value["created_at"] = datetime.now(UTC)
                 queued.append(d.value)
         await self._db.execute_many(
-            [(INSERT_QUEUED, queued), (INSERT_ATTEMPTS, attempts_params(attempts))]
+            [(INSERT_QUEUED, queued_params(queued)), (INSERT_ATTEMPTS, attempts_params(attempts))]
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from connectors.sinks.base import Decoded
-from connectors.sinks.pg import UPSERT_RESULT, PgWriter
+from connectors.sinks.pg import UPSERT_RESULTS, PgWriter, results_params
 from connectors.storage import ObjectStore
 from schemas import TopicSet, content_object_key, screenshot_object_key
 
@@ -45,7 +45,7 @@ class ResultsSink:
                 objects.append((shot, r["screenshot"], "image/png"))
         await self._store.put_many_if_absent(objects)  # durable before any row names them
         rows = [{**r, "content_key": _key(r), "screenshot_key": _shot_key(r)} for r in todo]
-        await self._db.execute_many([(UPSERT_RESULT, rows)])
+        await self._db.execute_many([(UPSERT_RESULTS, results_params(rows))])
 
 
 def _key(result: dict[str, Any]) -> str | None:

@@ -1,0 +1,207 @@
+"""The sinks' batch statements against the real PostgreSQL server: one statement per batch must
+behave exactly as the row-by-row statements did (first final result wins, router reason added
+once, credits charged once), including columns that are NULL in every row of a batch."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from connectors.db import migrate
+from connectors.sinks.pg import (
+    INSERT_ATTEMPTS,
+    INSERT_QUEUED,
+    UPSERT_RESULTS,
+    PgWriter,
+    attempts_params,
+    queued_params,
+    results_params,
+)
+from scrapifie.admin import add_tenant
+from scrapifie.local.postgres import LocalPostgres
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+
+
+def _queued(tenant: str, job_id: str, reason: str | None = None) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "tenant": tenant,
+        "url": f"http://example.test/{job_id}",
+        "tier": "auto" if reason is None else "http",
+        "trace_id": f"trace-{job_id}",
+        "created_at": T0,
+        "router_reason": reason,
+        "options": {},  # extra fields are ignored
+    }
+
+
+def _result(tenant: str, job_id: str, status: str = "succeeded", **extra: Any) -> dict[str, Any]:
+    ok = status == "succeeded"
+    return {
+        "job_id": job_id,
+        "tenant": tenant,
+        "url": f"http://example.test/{job_id}",
+        "status": status,
+        "tier": "http",
+        "attempts": 1,
+        "http_status": 200 if ok else None,
+        "error_code": None if ok else "dns_error",
+        "error_message": None if ok else "no such host",
+        "final_url": f"http://example.test/{job_id}" if ok else None,
+        "content_type": "text/html" if ok else None,
+        "content_bytes": 5_000_000_000 if ok else 0,  # > 2**31: bigint
+        "content_sha256": "ab" * 32 if ok else None,
+        "content_key": f"{tenant}/{job_id}" if ok else None,
+        "screenshot_key": None,
+        "event_id": str(uuid.uuid4()),
+        "trace_id": f"trace-{job_id}",
+        "created_at": T0,
+        "finished_at": T0 + timedelta(seconds=1),
+        **extra,
+    }
+
+
+def _metering(
+    tenant: str, job_id: str, credits: int, event_id: str | None = None
+) -> dict[str, Any]:
+    return {
+        "event_id": event_id or str(uuid.uuid4()),
+        "job_id": job_id,
+        "tenant": tenant,
+        "tier": "http",
+        "attempt": 1,
+        "outcome": "ok" if credits else "fatal",
+        "error_code": None,
+        "http_status": None,
+        "bytes": 0,
+        "duration_ms": 3,
+        "credits": credits,
+        "created_at": T0,
+    }
+
+
+@pytest.fixture
+async def db(postgres: LocalPostgres) -> Any:
+    await migrate(postgres.dsn)
+    tenant = f"stmt-{uuid.uuid4().hex[:8]}"
+    await add_tenant(postgres.dsn, tenant, 100)
+    writer = PgWriter(postgres.dsn)
+    yield writer, tenant, postgres.dsn
+    await writer.close()
+
+
+async def _rows(dsn: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        cur = await conn.execute(sql, params)
+        return await cur.fetchall()
+
+
+async def test_queued_rows_merge_sightings_and_add_the_router_reason_once(db: Any) -> None:
+    writer, tenant, dsn = db
+    a, b, c = (str(uuid.uuid4()) for _ in range(3))
+    # a: seen on scrape.requests then on its tier topic in one batch; b: only the tier topic;
+    # c: the same sighting twice. Every router_reason NULL in the first statement.
+    await writer.execute_many(
+        [
+            (
+                INSERT_QUEUED,
+                queued_params([_queued(tenant, a), _queued(tenant, c), _queued(tenant, c)]),
+            )
+        ]
+    )
+    await writer.execute_many(
+        [
+            (
+                INSERT_QUEUED,
+                queued_params(
+                    [
+                        _queued(tenant, a, "robots"),
+                        _queued(tenant, a, "later"),
+                        _queued(tenant, b, "x"),
+                    ]
+                ),
+            )
+        ]
+    )
+    rows = await _rows(
+        dsn,
+        "SELECT job_id, status, requested_tier, router_reason, created_at FROM jobs"
+        " WHERE tenant_id = %s",
+        tenant,
+    )
+    got = {r[0]: r[1:] for r in rows}
+    assert got == {
+        a: ("queued", "auto", "robots", T0),
+        b: ("queued", "http", "x", T0),
+        c: ("queued", "auto", None, T0),
+    }
+
+
+async def test_results_keep_the_first_final_result_and_handle_all_null_columns(db: Any) -> None:
+    writer, tenant, dsn = db
+    ok, failed = str(uuid.uuid4()), str(uuid.uuid4())
+    await writer.execute_many([(INSERT_QUEUED, queued_params([_queued(tenant, ok)]))])
+    # Every nullable column NULL in every row of this batch (two failures).
+    other = str(uuid.uuid4())
+    await writer.execute_many(
+        [
+            (
+                UPSERT_RESULTS,
+                results_params(
+                    [_result(tenant, failed, "failed"), _result(tenant, other, "failed")]
+                ),
+            )
+        ]
+    )
+    first = _result(tenant, ok)
+    await writer.execute_many(
+        [(UPSERT_RESULTS, results_params([first, _result(tenant, ok, "failed")]))]
+    )
+    # A replay of a different final result later changes nothing.
+    await writer.execute_many([(UPSERT_RESULTS, results_params([_result(tenant, ok, "failed")]))])
+    await writer.execute_many([(UPSERT_RESULTS, [])])
+    rows = await _rows(
+        dsn,
+        "SELECT job_id, status, http_status, error_code, content_bytes, content_key,"
+        " result_event_id, created_at, finished_at, screenshot_key FROM jobs WHERE tenant_id = %s",
+        tenant,
+    )
+    got = {r[0]: r[1:] for r in rows}
+    assert got[ok] == (
+        "succeeded",
+        200,
+        None,
+        5_000_000_000,
+        f"{tenant}/{ok}",
+        first["event_id"],
+        T0,
+        T0 + timedelta(seconds=1),
+        None,
+    )
+    assert got[failed][:5] == ("failed", None, "dns_error", 0, None)
+    assert len(got) == 3
+
+
+async def test_attempts_charge_each_metering_event_once(db: Any) -> None:
+    writer, tenant, dsn = db
+    job = str(uuid.uuid4())
+    e1, e2 = str(uuid.uuid4()), str(uuid.uuid4())
+    batch = [
+        _metering(tenant, job, 1, e1),
+        _metering(tenant, job, 2, e2),
+        _metering(tenant, job, 1, e1),
+    ]
+    await writer.execute_many([(INSERT_ATTEMPTS, attempts_params(batch))])
+    await writer.execute_many([(INSERT_ATTEMPTS, attempts_params(batch[:1]))])  # a replay
+    await writer.execute_many([(INSERT_ATTEMPTS, attempts_params([]))])
+    assert await _rows(dsn, "SELECT credits FROM tenants WHERE tenant_id = %s", tenant) == [(97,)]
+    assert await _rows(
+        dsn, "SELECT count(*), sum(credits) FROM attempts WHERE tenant_id = %s", tenant
+    ) == [(2, 3)]
