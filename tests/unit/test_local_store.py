@@ -51,3 +51,42 @@ async def test_keys_that_could_leave_the_root_are_refused(tmp_path: Path, key: s
     with pytest.raises(ValueError, match="escapes the store"):
         await store.get(key)
     assert not (tmp_path / "outside").exists()
+
+
+@pytest.mark.parametrize("unnamed", [True, False], ids=["O_TMPFILE", "named temp file"])
+async def test_both_write_paths_store_whole_private_files(tmp_path: Path, unnamed: bool) -> None:
+    store = LocalObjectStore(tmp_path)
+    store._tmpfile = unnamed
+    big = bytes(range(256)) * 8192  # 2 MiB: more than one write() may take
+    keys = [f"content/t/{i % 3:02x}/job-{i}.html.gz" for i in range(12)]
+    assert await store.put_many_if_absent([(k, big + k.encode(), "x") for k in keys]) == [True] * 12
+    assert await store.put_many_if_absent([(k, b"later", "x") for k in keys]) == [False] * 12
+    for k in keys:
+        assert await store.get(k) == big + k.encode()
+    files = await asyncio.to_thread(_files, tmp_path)
+    assert set(files) == {k.rsplit("/", 1)[1] for k in keys}  # no temp file left behind
+    assert all(mode & 0o077 == 0 for mode in files.values())  # private to the sink's user
+
+
+def _files(root: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mode for p in root.rglob("*") if p.is_file()}
+
+
+async def test_a_filesystem_without_unnamed_files_falls_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    real_open = os.open
+
+    def no_tmpfile(path: str, flags: int, *args: object, **kwargs: object) -> int:
+        if flags & getattr(os, "O_TMPFILE", 0) == getattr(os, "O_TMPFILE", -1):
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+        return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", no_tmpfile)
+    store = LocalObjectStore(tmp_path)
+    assert await store.put_many_if_absent([("a/b/c", b"one", "x")]) == [True]
+    assert store._tmpfile is False
+    assert await store.get("a/b/c") == b"one"
