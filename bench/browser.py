@@ -21,7 +21,7 @@ printing one JSON object). Memory is sampled from /proc every 0.5 s for every pr
 (``bench.procs.TreeSampler``): RSS by role (the Python process, Playwright's node driver, the
 Chromium processes) and PSS, which splits pages Chromium's processes share.
 
-Full runs add a memory run of the tier at its default pool settings (2 browsers x 4 contexts,
+Full runs add a memory run of the tier at its default pool settings (1 browser x 4 contexts,
 100 pages per browser): ``memory_pages`` pages (1,000) through one worker, with peak and final
 RSS/PSS, the peak PSS of each half of the run (bounded or growing?) and the Chromium browser
 processes seen (launches).
@@ -137,7 +137,7 @@ def measure_browser(
         n = plan.memory_pages
         mem_urls = [urls[i % len(urls)] for i in range(n)]
         warm = urls[plan.pages : plan.pages + plan.warmup_pages(4)]
-        progress.phase(f"browser tier memory: {n:,} pages, default pool (2 browsers x 4 contexts)")
+        progress.phase(f"browser tier memory: {n:,} pages, default pool (1 browser x 4 contexts)")
         # A few pages/s on two cores: give the long run time enough (not a limit that binds).
         timeout_s = max(plan.timeout_s, 2.0 * n)
         m = out["memory_run"] = attempt(

@@ -500,7 +500,7 @@ def _browser_section(results: dict[str, Any]) -> list[str]:
         mem = m["memory"]
         halves = mem.get("peak_pss_all_by_half") or [None, None]
         lines += [
-            f"**Memory over {m['pages']:,} pages** (the tier's default pool: 2 browsers x 4 "
+            f"**Memory over {m['pages']:,} pages** (the tier's default pool: 1 browser x 4 "
             f"contexts, a browser replaced every 100 pages; {_num(m.get('pages_per_s'), 1)} "
             f"pages/s, {m.get('succeeded', 0):,} succeeded): worker (Python) peak RSS "
             f"{_mb(m.get('worker_peak_rss_bytes'))}; Chromium tree peak RSS "

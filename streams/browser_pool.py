@@ -93,7 +93,14 @@ class BrowserConfig(BaseModel):
         description="Chromium binary; None uses Playwright's own download (not on Debian).",
     )
     headless: bool = Field(True, description="Run without a display.")
-    browsers: int = Field(2, gt=0, description="Chromium processes for ephemeral contexts.")
+    browsers: int = Field(
+        1,
+        gt=0,
+        description=(
+            "Chromium processes for ephemeral contexts. One per two cores or so: on 2 cores,"
+            " 4 jobs at once in 2 browsers rendered 1.7-1.9 pages/s against 3.0-3.4 in one."
+        ),
+    )
     contexts_per_browser: int = Field(
         4, gt=0, description="Jobs (contexts) open at once in one Chromium process."
     )

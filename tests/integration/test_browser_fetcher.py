@@ -508,7 +508,7 @@ async def test_bench_memory_of_1000_pages(served: _ServedSite) -> None:
             await asyncio.sleep(0.25)
 
     base_rss, base_pss = tree_memory_kib(exclude=served.pid)
-    cfg = BrowserConfig(executable_path=CHROMIUM)  # the defaults: 2 browsers x 4 contexts
+    cfg = BrowserConfig(executable_path=CHROMIUM)  # the pool's defaults
     sampler = asyncio.create_task(sample())
     start = time.perf_counter()
     async with BrowserFetcher(FetchConfig(allow_private=ALLOW, user_agent=UA), cfg) as f:
@@ -525,7 +525,8 @@ async def test_bench_memory_of_1000_pages(served: _ServedSite) -> None:
     await sampler
     print()
     print(
-        f"{n} pages, 2 browsers x 4 contexts, pages_per_browser=100: {elapsed:.1f}s, "
+        f"{n} pages, {cfg.browsers} browser(s) x {cfg.contexts_per_browser} contexts,"
+        f" pages_per_browser={cfg.pages_per_browser}: {elapsed:.1f}s, "
         f"{launches} launches, {len(samples)} samples"
     )
     print(f"load {_load()}")
