@@ -101,23 +101,28 @@ class EventProducer:
 
         self._kwargs = producer_kwargs(cfg, role)
         self._producer = AIOKafkaProducer(**self._kwargs)
+        # Resolved when ``_producer`` is replaced: senders still waiting on its futures (which a
+        # stopped aiokafka producer may never resolve) send again on the successor.
+        self._retired: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._lock = asyncio.Lock()
         self._max_backoff_s = max_backoff_s
+        self._closing = False
 
     async def __aenter__(self) -> EventProducer:
-        await self._start()
+        await self._start(self._producer)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self._closing = True
         await self._producer.stop()
 
-    async def _start(self) -> None:
+    async def _start(self, producer: Any) -> None:
         from aiokafka.errors import KafkaError
 
         delay = 0.2
         while True:
             try:
-                await self._producer.start()
+                await producer.start()
                 return
             except KafkaError as exc:
                 log.warning("kafka producer cannot start (%s); retrying in %.1fs", exc, delay)
@@ -136,44 +141,61 @@ class EventProducer:
     async def send_many(
         self, records: Sequence[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]]
     ) -> None:
-        """Send records and wait until all are acknowledged (order kept per topic/key)."""
-        from aiokafka.errors import KafkaError
+        """Send records and wait until all are acknowledged (order kept per topic/key).
+
+        Gives up only on errors that sending again cannot fix (a record too large, say) or
+        when the producer is being closed; everything else is retried with capped backoff.
+        """
+        from aiokafka.errors import KafkaError, ProducerClosed
 
         delay = 0.2
         while True:
+            producer, retired = self._producer, self._retired
             try:
                 futures = [
-                    await self._producer.send(t, value=v, key=k, headers=h)
-                    for t, k, v, h in records
+                    await producer.send(t, value=v, key=k, headers=h) for t, k, v, h in records
                 ]
-                await asyncio.gather(*futures)
-                return
+                if await _acknowledged(futures, retired):
+                    return
+                # Replaced while we waited: its futures may never resolve, so send again.
+                continue
             except _RESET_PRODUCER as exc:
                 # After a broker restart the idempotent producer's sequence state can be
                 # rejected for good (aiokafka#1017): start a fresh producer (new producer id)
                 # and send again. Consumers are idempotent, so a resend duplicates nothing.
                 log.warning("kafka producer state rejected (%s); restarting the producer", exc)
-                await self._reset(delay)
-                delay = min(delay * 2, self._max_backoff_s)
+                await self._replace(producer, delay)
+            except ProducerClosed:
+                if self._closing:
+                    raise
+                # Another sender is replacing it: wait for the successor and send again.
+                await self._replace(producer, delay)
             except KafkaError as exc:
                 if not getattr(exc, "retriable", False) and not isinstance(exc, _RETRY_ALWAYS):
                     raise
                 log.warning("kafka send failed (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, self._max_backoff_s)
+            delay = min(delay * 2, self._max_backoff_s)
 
-    async def _reset(self, delay: float) -> None:
+    async def _replace(self, failed: Any, delay: float) -> None:
+        """Replace ``failed`` by a started fresh producer, once however many senders saw it
+        fail; a sender that comes late finds it replaced already and just sends again."""
         from aiokafka import AIOKafkaProducer
 
         async with self._lock:
-            old = self._producer
-            self._producer = AIOKafkaProducer(**self._kwargs)
+            if self._producer is not failed or self._closing:
+                return
             try:
-                await old.stop()
+                async with asyncio.timeout(self._kwargs["request_timeout_ms"] / 1000):
+                    await failed.stop()
             except Exception as exc:  # the old one is being discarded either way
                 log.info("stopping the discarded producer: %s", exc)
             await asyncio.sleep(delay)
-            await self._start()
+            fresh = AIOKafkaProducer(**self._kwargs)
+            await self._start(fresh)
+            retired, self._retired = self._retired, asyncio.get_running_loop().create_future()
+            self._producer = fresh
+            retired.set_result(None)
 
     async def leaders_reachable(self, topics: Iterable[str], timeout_s: float = 2.0) -> bool:
         """Whether the broker leading every partition of ``topics`` answers a connection now.
@@ -214,3 +236,18 @@ class EventProducer:
 
     async def flush(self) -> None:
         await self._producer.flush()
+
+
+async def _acknowledged(futures: list[asyncio.Future[Any]], retired: asyncio.Future[None]) -> bool:
+    """Wait for every future: True once all are acknowledged (the first error is raised),
+    False if ``retired`` resolves first."""
+    if not futures:
+        return True
+    pending = asyncio.gather(*futures, return_exceptions=True)
+    done, _ = await asyncio.wait((pending, retired), return_when=asyncio.FIRST_COMPLETED)
+    if pending not in done:
+        return False
+    for outcome in pending.result():
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return True

@@ -374,11 +374,26 @@ class FaultStack:
         return proc.returncode, report
 
     def log_tail(self, lines: int = 40) -> str:
+        """The last lines of each process's log, workers first, without the reconnect lines
+        an outage floods them with (a CI excerpt once held nothing but those)."""
         out = []
-        for f in sorted(self.logs.glob("*.log")):
-            text = f.read_text(errors="replace").splitlines()[-lines:]
-            out.append(f"==== {f.name}\n" + "\n".join(text))
+        order = {"worker": 0, "sink": 1, "router": 2}
+        for f in sorted(self.logs.glob("*.log"), key=lambda f: (order.get(f.stem, 9), f.name)):
+            text = [
+                line
+                for line in f.read_text(errors="replace").splitlines()
+                if not any(noise in line for noise in _RECONNECT_NOISE)
+            ]
+            out.append(f"==== {f.name}\n" + "\n".join(text[-lines:]))
         return "\n".join(out)
+
+
+_RECONNECT_NOISE = (
+    "Unable connect to node",
+    "Unable to update metadata",
+    "Failed fetch messages from",
+    "Group Coordinator Request failed",
+)
 
 
 def base_env() -> dict[str, str]:
