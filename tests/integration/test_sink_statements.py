@@ -103,6 +103,12 @@ async def _rows(dsn: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         return await cur.fetchall()
 
 
+async def _jobs(dsn: str, tenant: str, columns: str) -> dict[str, tuple[Any, ...]]:
+    """The tenant's job rows: job_id -> the other ``columns``."""
+    rows = await _rows(dsn, f"SELECT job_id, {columns} FROM jobs WHERE tenant_id = %s", tenant)
+    return {r[0]: r[1:] for r in rows}
+
+
 async def test_queued_rows_merge_sightings_and_add_the_router_reason_once(db: Any) -> None:
     writer, tenant, dsn = db
     a, b, c = (str(uuid.uuid4()) for _ in range(3))
@@ -130,13 +136,7 @@ async def test_queued_rows_merge_sightings_and_add_the_router_reason_once(db: An
             )
         ]
     )
-    rows = await _rows(
-        dsn,
-        "SELECT job_id, status, requested_tier, router_reason, created_at FROM jobs"
-        " WHERE tenant_id = %s",
-        tenant,
-    )
-    got = {r[0]: r[1:] for r in rows}
+    got = await _jobs(dsn, tenant, "status, requested_tier, router_reason, created_at")
     assert got == {
         a: ("queued", "auto", "robots", T0),
         b: ("queued", "http", "x", T0),
@@ -167,13 +167,12 @@ async def test_results_keep_the_first_final_result_and_handle_all_null_columns(d
     # A replay of a different final result later changes nothing.
     await writer.execute_many([(UPSERT_RESULTS, results_params([_result(tenant, ok, "failed")]))])
     await writer.execute_many([(UPSERT_RESULTS, [])])
-    rows = await _rows(
+    got = await _jobs(
         dsn,
-        "SELECT job_id, status, http_status, error_code, content_bytes, content_key,"
-        " result_event_id, created_at, finished_at, screenshot_key FROM jobs WHERE tenant_id = %s",
         tenant,
+        "status, http_status, error_code, content_bytes, content_key, result_event_id,"
+        " created_at, finished_at, screenshot_key",
     )
-    got = {r[0]: r[1:] for r in rows}
     assert got[ok] == (
         "succeeded",
         200,
