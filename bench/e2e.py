@@ -34,6 +34,7 @@ from bench.profile import (
     load_pyspy,
     pyinstrument_html,
     pyinstrument_wrapper,
+    pyspy_binary,
     summarize,
 )
 from bench.progress import Progress
@@ -254,13 +255,15 @@ def count_files(root: Path) -> int:
 
 
 class InFlightSampler:
-    """Samples the worker's ``scrapifie_fetches_in_flight`` gauge from its /metrics endpoint
-    (every 0.5 s: rendering the metrics costs the worker CPU too)."""
+    """Samples the worker's ``scrapifie_fetches_in_flight`` and ``scrapifie_jobs_in_progress``
+    gauges from its /metrics endpoint (every 0.5 s: rendering the metrics costs the worker CPU
+    too). Fetches are the fetch step alone; jobs include waiting for Kafka's acknowledgement."""
 
     def __init__(self, port: int, interval_s: float = 0.5) -> None:
         self.url = f"http://127.0.0.1:{port}/metrics"
         self.interval_s = interval_s
         self.samples: list[float] = []
+        self.jobs: list[float] = []
         self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
@@ -273,6 +276,8 @@ class InFlightSampler:
                         for line in (await resp.text()).splitlines():
                             if line.startswith("scrapifie_fetches_in_flight{"):
                                 self.samples.append(float(line.rsplit(" ", 1)[1]))
+                            elif line.startswith("scrapifie_jobs_in_progress{"):
+                                self.jobs.append(float(line.rsplit(" ", 1)[1]))
                 await asyncio.sleep(self.interval_s)
 
     def start(self) -> None:
@@ -286,7 +291,13 @@ class InFlightSampler:
         if not self.samples:
             return {}
         busy = [s for s in self.samples if s > 0] or [0.0]
-        return {"max": max(self.samples), "mean_while_busy": round(sum(busy) / len(busy), 1)}
+        jobs = [s for s in self.jobs if s > 0] or [0.0]
+        return {
+            "max": max(self.samples),
+            "mean_while_busy": round(sum(busy) / len(busy), 1),
+            "jobs_max": max(jobs),
+            "jobs_mean_while_busy": round(sum(jobs) / len(jobs), 1),
+        }
 
 
 @dataclass
@@ -427,6 +438,14 @@ class _Round:
                 sampler.start()
             meter.start()
             spy = PySpy(worker.pid, profile_file) if profiler == "py-spy" else None
+            # The sink's share of the pipeline's CPU is seen only here (results with content,
+            # objects and rows together); py-spy can attach to it whichever profiler runs.
+            sink_file = stem.with_name(stem.name.removesuffix("-worker") + "-sink-e2e-pyspy.txt")
+            sink_spy = (
+                PySpy(self.sink.pid, sink_file)
+                if profiler is not None and pyspy_binary() is not None and self.sink.pid
+                else None
+            )
             try:
                 batch = await self.driver.submit_many(self.urls, tenant)
                 await self.driver.wait_results(batch, self.plan.timeout_s)
@@ -434,8 +453,9 @@ class _Round:
                 cpu = meter.stop()
                 for n in range(2, self.workers + 1):  # one figure for the tier's processes
                     cpu["worker"] = round(cpu["worker"] + cpu.pop(f"worker-{n}", 0.0), 1)
-                if spy is not None:
-                    await asyncio.to_thread(spy.stop)
+                for attached in (spy, sink_spy):
+                    if attached is not None:
+                        await asyncio.to_thread(attached.stop)
                 in_flight = await sampler.stop()
             rows = await self.driver.wait_rows(batch, self.plan.timeout_s)
             out.update(self.driver.report(batch, rows, self.objects_root))
@@ -455,6 +475,9 @@ class _Round:
             out["profiler"] = profiler
             out["profile_file"] = str(profile_file)
             out["summary"] = summarize(stacks, REPO)
+            if sink_spy is not None:
+                out["sink_profile_file"] = str(sink_file)
+                out["sink_summary"] = summarize(load_pyspy(sink_file), REPO)
         return out
 
     async def _warm_broker(self) -> dict[str, Any]:

@@ -280,12 +280,18 @@ def _memory_section(results: dict[str, Any]) -> list[str]:
     lines = ["## Memory (peak RSS, VmHWM)", "", "| process | peak RSS |", "| --- | ---: |"]
     e2e = results.get("e2e") or {}
     for r in e2e.get("throughput", []):
-        seen = r.get("in_flight_seen", {}).get("max")
+        seen = r.get("in_flight_seen", {})
         workers = r.get("workers", 1)
+        jobs = (
+            f", jobs in progress: max {_num(seen['jobs_max'])}, mean "
+            f"{_num(seen.get('jobs_mean_while_busy'))}"
+            if seen.get("jobs_max") is not None
+            else ""
+        )
         lines.append(
             f"| http worker{f' (one of {workers})' if workers > 1 else ''}, "
             f"max_in_flight={r['max_in_flight']} (max seen in flight: "
-            f"{_num(seen)}) | {_mb(r.get('worker_peak_rss_bytes'))} |"
+            f"{_num(seen.get('max'))} fetches{jobs}) | {_mb(r.get('worker_peak_rss_bytes'))} |"
         )
     if e2e.get("sink_peak_rss_bytes"):
         lines.append(f"| sink (whole e2e suite) | {_mb(e2e['sink_peak_rss_bytes'])} |")
@@ -371,6 +377,16 @@ def _profile_section(results: dict[str, Any]) -> list[str]:
             "",
             "```",
             render_text(prof["summary"]).rstrip(),
+            "```",
+            "",
+        ]
+    if prof and prof.get("sink_summary", {}).get("samples"):
+        lines += [
+            "## Where the sink's CPU goes in the same round (py-spy; results with content, "
+            f"objects and rows; `{Path(prof['sink_profile_file']).name}`)",
+            "",
+            "```",
+            render_text(prof["sink_summary"]).rstrip(),
             "```",
             "",
         ]

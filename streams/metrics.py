@@ -29,6 +29,13 @@ class StreamMetrics:
         self.in_flight = Gauge(
             "scrapifie_fetches_in_flight", "Fetches running now.", ["tier"], registry=registry
         )
+        self.jobs_in_progress = Gauge(
+            "scrapifie_jobs_in_progress",
+            "Jobs taken and not finished: fetching, waiting for a site slot, or waiting for Kafka "
+            "to acknowledge their output (at most the worker's max_in_flight).",
+            ["tier"],
+            registry=registry,
+        )
         self.dlq = Counter(
             "scrapifie_dlq_total",
             "Records sent to the DLQ.",

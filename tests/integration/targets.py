@@ -7,6 +7,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+BIG_PAGE_BYTES = 200_000  # /big/<n>: above the size the worker compresses off the event loop
+
 
 def page(n: int, size: int = 20_000) -> bytes:
     head = f"<html><head><title>Page {n}</title></head><body><h1>Page {n}</h1><p>".encode()
@@ -21,6 +23,9 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?")[0]
         if path.startswith("/page/"):
             body = page(int(path.rsplit("/", 1)[1]))
+            self._send(200, body, "text/html; charset=utf-8")
+        elif path.startswith("/big/"):
+            body = page(int(path.rsplit("/", 1)[1]), BIG_PAGE_BYTES)
             self._send(200, body, "text/html; charset=utf-8")
         elif path == "/redirect":
             self._send(302, b"", "text/plain", {"Location": "/page/0"})

@@ -18,9 +18,18 @@ from schemas import Codec, content_object_key, site_key
 from schemas import headers as hdr
 from tests.integration.conftest import REPO, S3Endpoint, Stack
 from tests.integration.helpers import wait_final
-from tests.integration.targets import TargetSite, page
+from tests.integration.targets import BIG_PAGE_BYTES, TargetSite, page
 
 pytestmark = pytest.mark.integration
+
+
+def _path(i: int) -> str:
+    """Every tenth job fetches a big page (stored through the worker's off-loop compression)."""
+    return f"/big/{i}" if i % 10 == 0 else f"/page/{i}"
+
+
+def _body(i: int) -> bytes:
+    return page(i, BIG_PAGE_BYTES) if i % 10 == 0 else page(i)
 
 
 async def test_200_jobs_through_the_gateway(stack: Stack, target: TargetSite) -> None:
@@ -32,7 +41,7 @@ async def test_200_jobs_through_the_gateway(stack: Stack, target: TargetSite) ->
             async with sem:
                 resp = await client.post(
                     "/v1/jobs",
-                    json={"url": f"{target.base}/page/{i}"},
+                    json={"url": f"{target.base}{_path(i)}"},
                     headers={"X-Request-ID": f"trace-{i}"},
                 )
             assert resp.status_code == 202, resp.text
@@ -58,7 +67,7 @@ async def test_200_jobs_through_the_gateway(stack: Stack, target: TargetSite) ->
         assert row["status"] == "succeeded", row
         assert row["http_status"] == 200 and row["tier"] == "http"
         assert row["trace_id"] == f"trace-{i}"
-        expected = hashlib.sha256(page(i)).hexdigest()
+        expected = hashlib.sha256(_body(i)).hexdigest()
         assert row["content_sha256"] == expected
         assert row["content_key"] == content_object_key(stack.tenant, job_id)
         obj = s3.get_object(Bucket=stack.s3.bucket, Key=row["content_key"])["Body"].read()
