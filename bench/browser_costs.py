@@ -13,7 +13,9 @@ mid-run shifts every variant alike). Per variant: pages/s and the whole machine'
 - ``route``: ``raw`` with a ``context.route("**/*")`` handler that only continues each request;
 - ``guard proxy``: ``raw`` behind our guard proxy under a lease (credentials), as the tier runs;
 - ``BrowserFetcher``: the tier's whole fetch path (guard proxy, route handler, listeners, size
-  check, headers) without Kafka, from a pool of one browser x C contexts, never recycled.
+  check, headers) without Kafka, from a pool of one browser x C contexts, never recycled;
+- ``BrowserFetcher recycled``: the same at the pool's default ``pages_per_browser`` (a new
+  Chromium every 100 pages, as the tier runs).
 
 Writes ``bench/results/<stamp>-browser-costs.json`` and prints a Markdown table.
 """
@@ -84,7 +86,9 @@ def relay_proxy(need_credentials: bool) -> Callable[..., Awaitable[None]]:
     return handle
 
 
-async def measure(pages: int, rounds: int, concurrency: int) -> dict[str, Any]:
+async def measure(
+    pages: int, rounds: int, concurrency: int, only: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     from playwright.async_api import BrowserContext, Route, async_playwright
 
     from streams.browser_pool import BASE_ARGS, BrowserConfig
@@ -108,7 +112,11 @@ async def measure(pages: int, rounds: int, concurrency: int) -> dict[str, Any]:
             FetchConfig(allow_private=hosts),
             BrowserConfig(browsers=1, contexts_per_browser=concurrency, pages_per_browser=10**9),
         )
-        async with async_playwright() as pw, guard, fetcher:
+        recycled = BrowserFetcher(
+            FetchConfig(allow_private=hosts),
+            BrowserConfig(browsers=1, contexts_per_browser=concurrency),
+        )
+        async with async_playwright() as pw, guard, fetcher, recycled:
             browser = await pw.chromium.launch(
                 executable_path=CHROMIUM, headless=True, args=list(BASE_ARGS)
             )
@@ -152,6 +160,9 @@ async def measure(pages: int, rounds: int, concurrency: int) -> dict[str, Any]:
             async def tier(url: str) -> None:
                 await fetcher.fetch_browser(BrowserRequest(url=url))
 
+            async def tier_recycled(url: str) -> None:
+                await recycled.fetch_browser(BrowserRequest(url=url))
+
             variants: dict[str, Callable[[str], Awaitable[None]]] = {
                 "raw": raw,
                 "relay proxy": lambda u: relay(u, plain_port, False),
@@ -159,7 +170,10 @@ async def measure(pages: int, rounds: int, concurrency: int) -> dict[str, Any]:
                 "route": routed,
                 "guard proxy": guarded,
                 "BrowserFetcher": tier,
+                "BrowserFetcher recycled": tier_recycled,
             }
+            if only:
+                variants = {k: v for k, v in variants.items() if k == "raw" or k in only}
 
             async def run(fn: Callable[[str], Awaitable[None]], todo: list[str]) -> list[float]:
                 it = iter(todo)
@@ -229,12 +243,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--only", default="", help="comma-separated variants besides raw (default: all)"
+    )
     args = parser.parse_args(argv)
     missing = chromium_missing()
     if missing:
         print(missing, file=sys.stderr)
         return 2
-    result = asyncio.run(measure(args.pages, args.rounds, args.concurrency))
+    only = frozenset(v.strip() for v in args.only.split(",") if v.strip())
+    result = asyncio.run(measure(args.pages, args.rounds, args.concurrency, only))
     result["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

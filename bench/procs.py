@@ -208,6 +208,10 @@ class TreeSampler:
         self._thread = threading.Thread(target=self._run, name="tree-sampler", daemon=True)
         self._t0 = 0.0
         self._roles: dict[int, str] = {}
+        # CPU seconds of each process (by pid and start time) when first and last seen; a
+        # process's time after its last sample is not counted (renderers come and go).
+        self._cpu_first: dict[tuple[int, str], float] = {}
+        self._cpu_last: dict[tuple[int, str], tuple[str, float]] = {}
 
     def _role(self, pid: int) -> str:
         if pid == self.root:
@@ -241,6 +245,12 @@ class TreeSampler:
         n_chromium = 0
         for pid in pids:
             role = self._role(pid)
+            fields = _stat(pid)
+            if fields is not None:
+                key = (pid, fields[19])
+                cpu = (int(fields[11]) + int(fields[12])) / _TICK
+                self._cpu_first.setdefault(key, cpu)
+                self._cpu_last[key] = (role, cpu)
             rss[role] += rss_bytes(pid) or 0
             if with_pss:
                 pss_by_role[role] += pss_bytes(pid) or 0
@@ -257,6 +267,13 @@ class TreeSampler:
         )
         self.samples.append(s)
         return s
+
+    def cpu_by_role(self) -> dict[str, float]:
+        """CPU seconds each role used while sampled (first to last sample of each process)."""
+        out = {"root": 0.0, "driver": 0.0, "chromium": 0.0, "other": 0.0}
+        for key, (role, last) in self._cpu_last.items():
+            out[role] += last - self._cpu_first[key]
+        return {role: round(seconds, 2) for role, seconds in out.items()}
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -302,6 +319,7 @@ class TreeSampler:
             "max_chromium_processes": max(s.chromium_processes for s in self.samples),
             "max_browsers_at_once": max(len(s.browsers) for s in self.samples),
             "browsers_seen": len(self.browsers_seen),
+            "cpu_seconds_by_role": self.cpu_by_role(),
         }
         with_pss = [(s.t, s.pss) for s in self.samples if s.pss is not None]
         if with_pss:
