@@ -65,13 +65,18 @@ def tree(pid: int) -> list[int]:
     return found
 
 
+def _ticks(fields: list[str]) -> int:
+    """User + system CPU time, in clock ticks, of a ``_stat`` result."""
+    return int(fields[11]) + int(fields[12])
+
+
 def cpu_seconds(pids: Iterable[int]) -> float:
     """User + system CPU seconds consumed so far by these processes (those still alive)."""
     total = 0
     for pid in pids:
         fields = _stat(pid)
         if fields is not None:
-            total += int(fields[11]) + int(fields[12])
+            total += _ticks(fields)
     return total / _TICK
 
 
@@ -87,7 +92,7 @@ def jit_cpu_seconds(pid: int) -> float:
             continue
         fields = _stat(pid, task / "stat")
         if fields is not None:
-            total += int(fields[11]) + int(fields[12])
+            total += _ticks(fields)
     return total / _TICK
 
 
@@ -248,7 +253,7 @@ class TreeSampler:
             fields = _stat(pid)
             if fields is not None:
                 key = (pid, fields[19])
-                cpu = (int(fields[11]) + int(fields[12])) / _TICK
+                cpu = _ticks(fields) / _TICK
                 self._cpu_first.setdefault(key, cpu)
                 self._cpu_last[key] = (role, cpu)
             rss[role] += rss_bytes(pid) or 0
@@ -382,7 +387,7 @@ class OthersMeter:
                 key = (pid, fields[19])  # starttime: a reused pid is another process
                 parents[pid] = int(fields[1])
                 keys[pid] = key
-                cpu[key] = (int(fields[11]) + int(fields[12])) / _TICK
+                cpu[key] = _ticks(fields) / _TICK
         frontier = [r for r in self.roots if r in keys]
         ours = set(frontier)
         while frontier:

@@ -160,8 +160,7 @@ class TierProcessor:
         metering = self._metering(job, outcome, response, elapsed)
         records = [(self._topics.metering, key, self._codec.encode("Metering", metering), headers)]
         if decision.action is Action.FINISH:
-            body = response.body if response is not None and outcome.ok else None
-            packed = await pack(body) if body is not None else None
+            packed = await pack(response.body) if response is not None and outcome.ok else None
             result = self._result(job, outcome, response, elapsed, decision.code, packed)
             records.append(
                 (self._topics.results, key, self._codec.encode("ScrapeResult", result), headers)
