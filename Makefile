@@ -11,13 +11,15 @@ PYTEST_ARGS ?=
 
 install: system-deps $(STAMP) kafka-jars
 
-# Debian packages: PostgreSQL (the local database), Chromium (browser tiers; Playwright cannot
-# download its own browsers here), Maven/Java (the local Kafka broker) and tinyproxy (a real
-# forward proxy for the egress-pool tests).
+# Debian packages: PostgreSQL (the local database), Chromium's headless shell (the browser tiers;
+# Playwright cannot download its own browsers here) and the full Chromium (headful runs, and the
+# bench's reference loop), Maven/Java (the local Kafka broker) and tinyproxy (a real forward
+# proxy for the egress-pool tests).
 system-deps:
 	@missing=""; \
 	[ -n "$(PG_INITDB)" ] || missing="$$missing postgresql"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	[ -x /usr/bin/chromium-headless-shell ] || missing="$$missing chromium-headless-shell"; \
 	command -v tinyproxy >/dev/null || missing="$$missing tinyproxy"; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \

@@ -3,9 +3,12 @@
 Per concurrency C (the headline first), over the same ``pages`` URLs of the nginx target (plain
 HTML, no subresources: nothing but the document to load and render):
 
-1. **raw, new context per page**: one Chromium (Debian's ``/usr/bin/chromium``, launched by
-   Playwright with the pool's ``BASE_ARGS``), C tasks sharing one iterator over the list; per
-   URL: ``new_context`` → ``new_page`` → ``goto`` (``load``) → ``content()`` → close the context.
+1. **raw, new context per page**: one Chromium (the tier's binary, Debian's headless shell,
+   launched by Playwright with the pool's ``BASE_ARGS``), C tasks sharing one iterator over the
+   list; per URL: ``new_context`` → ``new_page`` → ``goto`` (``load``) → ``content()`` → close the
+   context. At the headline concurrency the same loop also runs on Debian's full Chromium
+   (``/usr/bin/chromium``, the issue's reference figure): the tier is compared with the loop on
+   its own binary, and the full browser shows what the headless shell saves.
 2. **raw, C reused contexts**: the same, but each task keeps one context for the whole run and
    opens (and closes) one page per URL in it.
 3. **the browser tier end to end**: ``python -m scrapifie worker --tier browser`` (one Chromium
@@ -45,12 +48,13 @@ from typing import TYPE_CHECKING, Any
 
 from bench.procs import OthersMeter, TreeSampler, peak_rss_bytes
 from bench.stats import rate, summary_ms
+from streams.browser_pool import FULL_CHROMIUM, HEADLESS_SHELL
 
 if TYPE_CHECKING:
     from bench.progress import Progress
     from bench.stack import BenchStack
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = HEADLESS_SHELL  # the tier's binary (BrowserConfig's default)
 MODES = {"new": "raw Playwright, new context per page", "reused": "raw Playwright, reused contexts"}
 WARMUP_TIMEOUT_S = 120.0  # worker start-up, joining the group, Chromium launch, robots.txt
 
@@ -67,9 +71,13 @@ class BrowserPlan:
 
 
 def chromium_missing() -> str | None:
-    if os.access(CHROMIUM, os.X_OK):
+    missing = [p for p in (CHROMIUM, FULL_CHROMIUM) if not os.access(p, os.X_OK)]
+    if not missing:
         return None
-    return f"{CHROMIUM} is missing: `apt-get install -y chromium` (Debian's Chromium)"
+    return (
+        f"{' and '.join(missing)} missing: `apt-get install -y chromium-headless-shell chromium`"
+        " (Debian's Chromium)"
+    )
 
 
 def measure_browser(
@@ -87,7 +95,8 @@ def measure_browser(
         "status": "measured",
         "pages": plan.pages,
         "headline_concurrency": plan.concurrency[0],
-        "chromium": _chromium_version(),
+        "chromium": _chromium_version(CHROMIUM),
+        "full_chromium": _chromium_version(FULL_CHROMIUM),
         "rounds": [],
         "memory_run": None,
         "errors": [],  # a system that failed; the others are still measured
@@ -117,6 +126,23 @@ def measure_browser(
             )
             row[f"raw_{mode}_context"] = raw
             progress.info(_line(raw))
+        if c == plan.concurrency[0]:
+            progress.phase(f"browser: raw new context on the full Chromium, {c} at once")
+            full = attempt(
+                f"raw new (full Chromium) @{c}",
+                partial(
+                    _run_raw,
+                    "new",
+                    c,
+                    urls_file,
+                    warm_file,
+                    plan.timeout_s,
+                    _ours(stack),
+                    FULL_CHROMIUM,
+                ),
+            )
+            row["raw_new_context_full_chromium"] = full
+            progress.info(_line(full))
         progress.phase(f"browser tier end to end, {c} in flight, {plan.pages} pages")
         tier = attempt(
             f"tier @{c}",
@@ -167,10 +193,10 @@ def _line(r: dict[str, Any]) -> str:
     )
 
 
-def _chromium_version() -> str | None:
+def _chromium_version(binary: str) -> str | None:
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         out = subprocess.run(
-            [CHROMIUM, "--version"], capture_output=True, text=True, timeout=30, check=False
+            [binary, "--version"], capture_output=True, text=True, timeout=30, check=False
         )
         return out.stdout.strip() or None
     return None
@@ -191,9 +217,10 @@ def _run_raw(
     warm_file: Path,
     timeout_s: float,
     ours: list[int],
+    chromium: str = CHROMIUM,
 ) -> dict[str, Any]:
     """One raw loop in its own interpreter, its process tree's memory sampled from here."""
-    cmd = [sys.executable, "-m", "bench.browser", "--mode", mode]
+    cmd = [sys.executable, "-m", "bench.browser", "--mode", mode, "--chromium", chromium]
     cmd += ["--concurrency", str(concurrency), "--urls", str(urls_file), "--warmup", str(warm_file)]
     proc = subprocess.Popen(
         cmd,
@@ -226,11 +253,12 @@ def _run_raw(
     # The sampler saw the whole life of the process (launch and warm-up too).
     out["memory"] = sampler.summary()
     out["cpu_pct"] = cpu  # the machine, and processes not ours (other work skews the figures)
+    out["chromium"] = chromium
     return out
 
 
 async def _raw_loop(
-    mode: str, concurrency: int, urls: list[str], warm: list[str]
+    mode: str, concurrency: int, urls: list[str], warm: list[str], chromium: str
 ) -> dict[str, Any]:
     from playwright.async_api import Browser, BrowserContext, async_playwright
 
@@ -238,7 +266,7 @@ async def _raw_loop(
 
     async with async_playwright() as pw:
         browser: Browser = await pw.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=list(BASE_ARGS)
+            executable_path=chromium, headless=True, args=list(BASE_ARGS)
         )
         contexts: list[BrowserContext] = []
         try:
@@ -315,10 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, required=True)
     p.add_argument("--urls", type=Path, required=True)
     p.add_argument("--warmup", type=Path, required=True)
+    p.add_argument("--chromium", default=CHROMIUM, help="Chromium binary (default: the tier's)")
     args = p.parse_args(argv)
     urls = args.urls.read_text().split()
     warm = args.warmup.read_text().split()
-    out = asyncio.run(_raw_loop(args.mode, args.concurrency, urls, warm))
+    out = asyncio.run(_raw_loop(args.mode, args.concurrency, urls, warm, args.chromium))
     print(json.dumps(out))
     return 0
 

@@ -1,17 +1,17 @@
 """What each part of the browser tier's fetch path costs, against a raw Playwright loop.
 
-``python -m bench.browser_costs`` (about 4 minutes): one Chromium (Debian's, the pool's
-``BASE_ARGS``), C pages at once over the bench corpus on nginx, a new context per page, each
-variant in turn for ``--rounds`` rounds (interleaved, so a machine that speeds up or slows down
-mid-run shifts every variant alike). Per variant: pages/s and the whole machine's CPU per page
-(every process: Python, Playwright's node driver, Chromium, the proxies).
+``python -m bench.browser_costs`` (about 4 minutes): one Chromium (the tier's headless shell,
+the pool's ``BASE_ARGS``), C pages at once over the bench corpus on nginx, a new context per
+page, each variant in turn for ``--rounds`` rounds (interleaved, so a machine that speeds up or
+slows down mid-run shifts every variant alike). Per variant: pages/s and the whole machine's CPU
+per page (every process: Python, Playwright's node driver, Chromium, the proxies).
 
 - ``raw``: ``new_context`` → ``new_page`` → ``goto`` (load) → ``content()`` → close;
 - ``relay proxy``: the context's proxy is a minimal forward proxy on 127.0.0.1 (no credentials);
 - ``relay proxy + credentials``: the same proxy asking for credentials (407), which Playwright
   answers through its request interception;
 - ``route``: ``raw`` with a ``context.route("**/*")`` handler that only continues each request;
-- ``guard proxy``: ``raw`` behind our guard proxy under a lease (credentials), as the tier runs;
+- ``guard proxy``: ``raw`` behind our guard proxy on a lease's port, as the tier runs;
 - ``BrowserFetcher``: the tier's whole fetch path (guard proxy, route handler, listeners, size
   check, headers) without Kafka, from a pool of one browser x C contexts, never recycled;
 - ``BrowserFetcher recycled``: the same at the pool's default ``pages_per_browser`` (a new
@@ -154,7 +154,7 @@ async def measure(
 
             async def guarded(url: str) -> None:
                 async with guard.lease() as lease:
-                    settings = lease.proxy_settings(guard.server)
+                    settings = lease.proxy_settings()
                     await render(await browser.new_context(proxy=settings), url)  # type: ignore[arg-type]
 
             async def tier(url: str) -> None:

@@ -126,6 +126,7 @@ def _busy_warning(results: dict[str, Any]) -> list[str]:
         for key, label in (
             ("raw_new_context", "raw loop (new contexts)"),
             ("raw_reused_context", "raw loop (reused contexts)"),
+            ("raw_new_context_full_chromium", "raw loop (new contexts, full Chromium)"),
             ("tier", "browser tier"),
         ):
             others = ((r.get(key) or {}).get("cpu_pct") or {}).get("others", 0)
@@ -466,7 +467,9 @@ def _browser_section(results: dict[str, Any]) -> list[str]:
         return [*lines, str(b.get("status", "not measured")), ""]
     lines += [
         f"{b['pages']} pages of the same URL list per system ({b.get('chromium') or 'Chromium'},"
-        " headless, the pool's launch flags). Raw loops: one Chromium, N tasks; page time = "
+        " the headless shell the tier runs, with the pool's launch flags; the full-Chromium row"
+        f" runs {b.get('full_chromium') or 'the full browser'}, the issue's reference). Raw loops:"
+        " one Chromium, N tasks; page time = "
         "context (or page) open → `goto` (load) → `content()` → close. Tier: `scrapifie worker "
         "--tier browser` with one Chromium x N contexts, every URL produced at once to "
         "`scrape.browser`, rate = first submit → last `scrape.results` record; page time = the "
@@ -483,8 +486,14 @@ def _browser_section(results: dict[str, Any]) -> list[str]:
         for label, key in (
             ("raw Playwright, new context per page", "raw_new_context"),
             ("raw Playwright, reused contexts", "raw_reused_context"),
+            (
+                "raw Playwright, new context per page, full Chromium",
+                "raw_new_context_full_chromium",
+            ),
             ("Scrapifie browser tier → `scrape.results`", "tier"),
         ):
+            if key not in r:
+                continue  # the full-Chromium loop runs at the headline concurrency only
             x = r.get(key) or {}
             pps = x.get("pages_per_s")
             page = x.get("page_ms") or {}

@@ -15,13 +15,19 @@ What it speaks (HTTP/1.1, RFC 9110/9112):
   re-chunked), the response comes back with ``Connection: close`` / ``Proxy-Connection: close``,
   then both connections close. A ``101`` answer turns the pair into a relay.
 
-Identity: each browser context gets a :class:`Lease` (random user name and password, given to
-Playwright as the context's proxy credentials). Connections without valid credentials get ``407``
-and are closed, so nothing else on the machine can use the proxy. A lease says where its traffic
-goes (directly, or through an upstream egress proxy) and records what went wrong per
-``host:port`` (refused by the guard, DNS, connect failures, upstream proxy failures), so the
-fetcher can name the real cause of a failed navigation. Answers the proxy makes itself carry
-``X-Scrapifie-Guard: <lease marker>``.
+Identity: each browser context gets a :class:`Lease`, a listening port of its own on 127.0.0.1
+that exists while the context does; the context's proxy is that port. The proxy's shared port
+(``server``, given to Chromium at launch for traffic outside our contexts) serves no one: ``407``
+and close. Ports rather than proxy credentials, because Playwright answers a proxy's ``407``
+by intercepting every request of the context (the Fetch domain): measured with Chromium 156,
+credentials cost ~27 ms of CPU per page and a tenth of the pages/s. What the port does not do
+is keep other processes on this host out for the life of a job: whatever can connect to
+127.0.0.1 could send requests through a lease, and gets only what the guard allows.
+
+A lease says where its traffic goes (directly, or through an upstream egress proxy) and records
+what went wrong per ``host:port`` (refused by the guard, DNS, connect failures, upstream proxy
+failures), so the fetcher can name the real cause of a failed navigation. Answers the proxy
+makes itself carry ``X-Scrapifie-Guard: <lease marker>``.
 
 Through an upstream proxy, targets are checked here, then sent to it by name (CONNECT for
 tunnels, absolute-form for plain HTTP, the way the http tier's client does it): the upstream
@@ -38,9 +44,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
-import hmac
+import functools
 import ipaddress
 import logging
 import re
@@ -103,8 +108,6 @@ class ProxySettings(TypedDict, total=False):
 
     server: str
     bypass: str
-    username: str
-    password: str
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -152,14 +155,13 @@ class Lease:
     or connect error.
     """
 
-    username: str
-    password: str
     upstream: Upstream | None
     marker: str
+    port: int = 0  # the lease's own listening port on 127.0.0.1
     failures: dict[tuple[str, int], FetchError] = field(default_factory=dict)
     refusals: int = 0
     upstream_failures: int = 0
-    connections: int = 0  # authenticated connections served
+    connections: int = 0  # connections served on the lease's port
     active: bool = True
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -173,17 +175,17 @@ class Lease:
         elif error.code is ErrorCode.PROXY_ERROR:
             self.upstream_failures += 1
 
-    def proxy_settings(self, server: str) -> ProxySettings:
+    @property
+    def server(self) -> str:
+        """The lease's proxy URL (``http://127.0.0.1:PORT``)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def proxy_settings(self) -> ProxySettings:
         """Playwright proxy settings for this lease. ``<-loopback>`` is written out although
         Playwright adds it for Chromium unless PLAYWRIGHT_DISABLE_FORCED_CHROMIUM_PROXIED_LOOPBACK
         is set: it removes Chromium's implicit bypass of loopback and link-local targets, so
         even with that variable set nothing goes around the proxy."""
-        return {
-            "server": server,
-            "bypass": "<-loopback>",
-            "username": self.username,
-            "password": self.password,
-        }
+        return {"server": self.server, "bypass": "<-loopback>"}
 
     def __repr__(self) -> str:
         via = self.upstream.label if self.upstream else "direct"
@@ -195,7 +197,7 @@ class GuardProxyStats:
     """Counters since the proxy started (for metrics and tests)."""
 
     connections: int = 0
-    auth_failures: int = 0
+    unleased: int = 0  # connections to the shared port (they get 407)
     bad_requests: int = 0
     refused: int = 0
     upstream_failures: int = 0
@@ -252,14 +254,15 @@ class GuardProxy:
         self._max_head = max_head_bytes
         self._server: asyncio.Server | None = None
         self._port = 0
-        self._leases: dict[str, Lease] = {}
+        self._leases: set[Lease] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self.stats = GuardProxyStats()
 
     @property
     def server(self) -> str:
-        """The proxy URL for Playwright (``http://127.0.0.1:PORT``)."""
+        """The shared port's URL (``http://127.0.0.1:PORT``): it serves no one; browsers are
+        launched with it so that traffic outside our contexts meets a refusal."""
         if self._server is None:
             raise RuntimeError("the guard proxy is not running")
         return f"http://127.0.0.1:{self._port}"
@@ -294,7 +297,7 @@ class GuardProxy:
         await _cancel_all(self._tasks)
         if self._server is not None:
             await self._server.wait_closed()
-        for lease in self._leases.values():
+        for lease in self._leases:
             lease.active = False
         self._leases.clear()
 
@@ -302,10 +305,11 @@ class GuardProxy:
 
     @contextlib.asynccontextmanager
     async def lease(self, upstream: str | None = None) -> AsyncIterator[Lease]:
-        """A fresh identity for one browser context, through ``upstream`` (a proxy URL, may
-        hold ``user:pass@``) or directly. On exit its credentials stop working and its
-        connections are closed. A bad upstream URL raises FatalError(PROXY_ERROR); a closed
-        proxy, TransientError (the worker is shutting down: the job is retried elsewhere)."""
+        """A fresh identity for one browser context (a listening port of its own), through
+        ``upstream`` (a proxy URL, may hold ``user:pass@``) or directly. On exit its port
+        closes and its connections are closed. A bad upstream URL raises
+        FatalError(PROXY_ERROR); a closed proxy, TransientError (the worker is shutting down:
+        the job is retried elsewhere)."""
         if self._server is None:
             raise RuntimeError("start the guard proxy first (async with)")
         if self._closed:
@@ -314,52 +318,41 @@ class GuardProxy:
             up = Upstream.parse(upstream) if upstream is not None else None
         except ValueError as exc:
             raise FatalError(ErrorCode.PROXY_ERROR, str(exc)) from None
-        lease = Lease(
-            username=secrets.token_urlsafe(12),
-            password=secrets.token_urlsafe(24),
-            upstream=up,
-            marker=secrets.token_hex(8),
+        lease = Lease(upstream=up, marker=secrets.token_hex(8))
+        server = await asyncio.start_server(
+            functools.partial(self._on_client, lease=lease),
+            "127.0.0.1",
+            0,
+            limit=self._max_head,
         )
-        self._leases[lease.username] = lease
+        lease.port = server.sockets[0].getsockname()[1]
+        self._leases.add(lease)
         try:
             yield lease
         finally:
             lease.active = False
-            self._leases.pop(lease.username, None)
+            self._leases.discard(lease)
+            server.close()
             await _cancel_all(lease._tasks)
-
-    def _authenticate(self, req: _Request) -> Lease | None:
-        for value in req.values("proxy-authorization"):
-            scheme, _, token = value.strip().partition(" ")
-            if scheme.lower() != "basic":
-                continue
-            try:
-                decoded = base64.b64decode(token.strip(), validate=True).decode()
-            except (binascii.Error, UnicodeDecodeError):
-                continue
-            user, sep, password = decoded.partition(":")
-            lease = self._leases.get(user) if sep else None
-            if (
-                lease is not None
-                and lease.active
-                and hmac.compare_digest(lease.password.encode(), password.encode())
-            ):
-                return lease
-        return None
+            await server.wait_closed()
 
     # connections ---------------------------------------------------------------------------
 
-    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _on_client(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        lease: Lease | None = None,
+    ) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if self._closed:
+        if self._closed or (lease is not None and not lease.active):
             writer.close()
             return
         self._tasks.add(task)
         self.stats.connections += 1
-        lease: Lease | None = None
         try:
-            lease = await self._serve(reader, writer)
+            await self._serve(reader, writer, lease)
         except asyncio.CancelledError:
             # Closed by aclose() or by the end of its lease. Returning normally matters: on
             # Python 3.11 asyncio's done-callback for this task calls task.exception(), which
@@ -377,31 +370,31 @@ class GuardProxy:
             await _close(writer)
 
     async def _serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> Lease | None:
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, lease: Lease | None
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if lease is not None:
+            lease._tasks.add(task)  # cancelled when the lease ends, even while reading the head
         try:
             head = await self._read_head(reader)
             if head is None:
-                return None
+                return
             req = _parse_request(head)
         except _Reject as rej:
             self.stats.bad_requests += 1
             log.debug("guard proxy: bad request: %s", rej.reason)
             await _respond(writer, rej.status, rej.reason)
-            return None
-        lease = self._authenticate(req)
+            return
         if lease is None:
-            self.stats.auth_failures += 1
+            self.stats.unleased += 1
             await _respond(
                 writer,
                 407,
-                "proxy credentials required",
+                "this port serves no one: each browser context has a port of its own",
                 [("Proxy-Authenticate", 'Basic realm="scrapifie-guard"')],
             )
-            return None
-        task = asyncio.current_task()
-        assert task is not None
-        lease._tasks.add(task)
+            return
         lease.connections += 1
         try:
             if req.method == "CONNECT":
@@ -411,7 +404,6 @@ class GuardProxy:
         except _Reject as rej:
             self.stats.bad_requests += 1
             await _respond(writer, rej.status, rej.reason, marker=lease.marker)
-        return lease
 
     async def _read_head(self, reader: asyncio.StreamReader) -> bytes | None:
         """One request head (through the blank line), or None if the client left first."""

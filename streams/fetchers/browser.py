@@ -6,13 +6,16 @@ Invariants:
 - one overall deadline (``asyncio.timeout``) covers navigation, waits, content and screenshot;
   it starts once the job has a context (waiting for a free browser is the caller's queue);
 - every connection Chromium makes for a job goes through the guard proxy
-  (``streams/guard_proxy.py``) under the job's own credentials: redirect hops, WebSockets,
+  (``streams/guard_proxy.py``) on the job's own lease port: redirect hops, WebSockets,
   preconnects and subresources included, loopback and link-local too (``<-loopback>``). The
   proxy checks each target with the SSRF guard, connects to the checked address, and carries
   the job's egress proxy (``FetchRequest.proxy``) when it has one. Chromium resolves no name
   itself (``PROXIED_ARGS``) and WebRTC sends no UDP around the proxy (``BASE_ARGS``);
-- every request Playwright routes also passes :meth:`BrowserFetcher._allow` (the same guard,
-  defence in depth) and the job's resource-type blocklist, in the one ``route`` handler;
+- a job with a resource-type blocklist or headers of its own gets the one ``route`` handler
+  (blocklist, same-origin headers), and every request it routes also passes
+  :meth:`BrowserFetcher._allow` (the same guard, defence in depth). Other jobs get none: a route
+  handler makes Playwright pause every request of the context for a round trip to us, and the
+  guard proxy already checks every connection;
 - a main-frame navigation (or one of its redirect hops) the guard refused fails the job with
   ``ssrf_blocked``; one the egress proxy failed, with ``proxy_error`` (transient: the egress
   pool benches that proxy and moves on);
@@ -355,21 +358,21 @@ class BrowserFetcher:
         the job's egress proxy, if any). The lease ends after the context is closed."""
         async with self._proxy.lease(request.proxy) as lease:
             job.lease = lease
-            proxy = lease.proxy_settings(self._proxy.server)
+            proxy = lease.proxy_settings()
             if request.session_id is not None and request.tenant:
                 context = self._pool.persistent_context(
                     request.tenant, request.session_id, proxy=proxy
                 )
             else:
-                context = self._pool.context(proxy=proxy)
+                context = self._pool.context(proxy=proxy, launch_proxy=self._proxy.server)
             async with context as ctx:
                 yield ctx
 
     async def _allow(self, url: str) -> bool:
         """Whether a page may request ``url``: every request Playwright routes (documents,
-        subresources, XHR/fetch) passes the same SSRF guard as the http tier. Defence in depth:
-        the guard proxy checks every connection again, including those Playwright does not
-        route (redirect hops, WebSockets, preconnects)."""
+        subresources, XHR/fetch; jobs with a blocklist or headers) passes the same SSRF guard as
+        the http tier. Defence in depth: the guard proxy checks every connection again,
+        including those Playwright does not route (redirect hops, WebSockets, preconnects)."""
         parts = urlsplit(url)
         if parts.scheme in ("data", "blob", "about"):
             return True
@@ -393,7 +396,8 @@ class BrowserFetcher:
         cap: int,
         timeout_s: float,
     ) -> BrowserResponse:
-        await ctx.route("**/*", lambda route: self._on_route(route, job))
+        if job.blocked or job.headers:
+            await ctx.route("**/*", lambda route: self._on_route(route, job))
         cookie = next((v for k, v in request.headers.items() if k.lower() == "cookie"), None)
         if cookie:
             await ctx.add_cookies(_cookies_for(request.url, cookie))

@@ -350,7 +350,7 @@ def chromium_browser_pids(root: int | None = None) -> list[int]:
         p
         for p in chromium_pids(root)
         if (c := _cmdline(p))
-        and os.path.basename(c[0].split(" ", 1)[0]) == "chromium"
+        and os.path.basename(c[0].split(" ", 1)[0]) in ("chromium", "chromium-headless-shell")
         and "--type=" not in " ".join(c)
     ]
 

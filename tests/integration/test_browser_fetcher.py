@@ -1,4 +1,4 @@
-"""The browser tiers against real Chromium (/usr/bin/chromium) and local pages on 127.0.0.1."""
+"""The browser tiers against real Chromium (Debian's headless shell) and pages on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import pytest
 import pytest_asyncio
 
 from schemas import ErrorCode
-from streams.browser_pool import BASE_ARGS, BrowserConfig, BrowserCrashed
+from streams.browser_pool import BASE_ARGS, HEADLESS_SHELL, BrowserConfig, BrowserCrashed
 from streams.config import FetchConfig
 from streams.decompress import TooLarge
 from streams.errors import FatalError, TransientError
@@ -36,7 +36,7 @@ from tests.integration.browser_targets import (
 # One event loop for the module, so the tests can share one browser pool (``fetcher``).
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = HEADLESS_SHELL  # the pool's default binary
 UA = "ScrapifieTest/0.1 (+https://scrapifie.dev/bot)"
 
 
@@ -144,27 +144,38 @@ async def test_blocked_images_never_reach_the_server(
     assert site.hits("/img/pixel.png") == before + 1
 
 
-async def test_every_request_passes_the_allow_hook(site: BrowserSite) -> None:
+async def test_every_request_of_a_routed_job_passes_the_allow_hook(site: BrowserSite) -> None:
     class Guarded(BrowserFetcher):
+        routed: list[str] = []
+
         async def _allow(self, url: str) -> bool:
+            self.routed.append(url)
             if "broken-guard" in url:
                 raise OSError("resolver down")
             return "denied" not in url
 
+    def routed_job(path: str) -> BrowserRequest:  # a blocklist: the job needs the route handler
+        return BrowserRequest(site.url(path), block_resources=frozenset({"media"}))
+
     async with Guarded(
         FetchConfig(allow_private=ALLOW, user_agent=UA, timeout_s=20), config()
     ) as f:
-        resp = await f.fetch(FetchRequest(site.url("/guarded-image")))
+        resp = await f.fetch_browser(routed_job("/guarded-image"))
         assert b"has a denied image" in resp.body
         assert site.hits("/img/denied.png") == 0
         with pytest.raises(FatalError) as err:
-            await f.fetch(FetchRequest(site.url("/denied-page")))
+            await f.fetch_browser(routed_job("/denied-page"))
         assert err.value.code is ErrorCode.SSRF_BLOCKED
         assert site.hits("/denied-page") == 0
         with pytest.raises(FatalError) as err:  # a guard that fails denies (fails closed)
-            await f.fetch(FetchRequest(site.url("/broken-guard")))
+            await f.fetch_browser(routed_job("/broken-guard"))
         assert err.value.code is ErrorCode.SSRF_BLOCKED
         assert site.hits("/broken-guard") == 0
+        # A job with neither a blocklist nor headers of its own is not routed at all (the
+        # guard proxy alone checks its connections: tests/integration/test_browser_ssrf.py).
+        Guarded.routed.clear()
+        await f.fetch(FetchRequest(site.url("/with-image")))
+        assert Guarded.routed == []
 
 
 async def test_jobs_never_share_cookies(fetcher: BrowserFetcher, site: BrowserSite) -> None:

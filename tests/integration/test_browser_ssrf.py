@@ -19,7 +19,7 @@ from playwright.async_api import async_playwright
 
 from schemas import ErrorCode
 from scrapifie.local.ports import free_port
-from streams.browser_pool import BASE_ARGS, PROXIED_ARGS, BrowserConfig
+from streams.browser_pool import BASE_ARGS, HEADLESS_SHELL, PROXIED_ARGS, BrowserConfig
 from streams.config import FetchConfig
 from streams.egress import EgressConfig, EgressFetcher, EgressPools
 from streams.errors import FatalError, TransientError
@@ -30,7 +30,7 @@ from tests.integration.test_egress import SECRET, Tinyproxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = HEADLESS_SHELL  # the pool's default binary
 UA = "ScrapifieTest/0.1 (+https://scrapifie.dev/bot)"
 
 

@@ -22,6 +22,7 @@ from schemas import SPECS, Codec
 from scrapifie.admin import add_tenant
 from scrapifie.local.kafka import LocalKafka
 from scrapifie.local.postgres import LocalPostgres
+from streams.browser_pool import HEADLESS_SHELL
 from tests.integration.browser_targets import GatedSite, chromium_browser_pids, chromium_pids
 from tests.integration.conftest import S3Endpoint, Stack, running_stack
 from tests.integration.helpers import wait_final
@@ -93,8 +94,8 @@ class JsSite:
 
 @pytest.fixture(scope="module")
 def js_site() -> Iterator[JsSite]:
-    if not os.access("/usr/bin/chromium", os.X_OK):
-        pytest.fail("/usr/bin/chromium is required (make install provides it)")
+    if not os.access(HEADLESS_SHELL, os.X_OK):
+        pytest.fail(f"{HEADLESS_SHELL} is required (make install provides it)")
     site = JsSite()
     yield site
     site.close()
@@ -243,8 +244,8 @@ async def test_stealth_sessions_keep_cookies_per_tenant_and_screenshots_are_stor
 
 @pytest.fixture(scope="module")
 def gated_site() -> Iterator[GatedSite]:
-    if not os.access("/usr/bin/chromium", os.X_OK):
-        pytest.fail("/usr/bin/chromium is required (make install provides it)")
+    if not os.access(HEADLESS_SHELL, os.X_OK):
+        pytest.fail(f"{HEADLESS_SHELL} is required (make install provides it)")
     with GatedSite() as site:
         yield site
 

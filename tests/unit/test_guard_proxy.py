@@ -1,5 +1,5 @@
-"""The guard proxy with a plain asyncio client: credentials, the SSRF guard on every connection,
-one request per plain-HTTP connection, framing, hostile input. Everything on 127.0.0.1."""
+"""The guard proxy with a plain asyncio client: a port per lease, the SSRF guard on every
+connection, one request per plain-HTTP connection, framing, hostile input. All on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -191,15 +191,11 @@ async def proxy(target: Server) -> AsyncIterator[GuardProxy]:
         yield p
 
 
-def creds(lease: Lease) -> str:
-    token = base64.b64encode(f"{lease.username}:{lease.password}".encode()).decode()
-    return f"Proxy-Authorization: Basic {token}\r\n"
-
-
 @contextlib.asynccontextmanager
 async def client(
-    proxy: GuardProxy,
+    proxy: GuardProxy | Lease,
 ) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A connection to the proxy's shared port, or to a lease's own port."""
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
     try:
         yield reader, writer
@@ -209,7 +205,7 @@ async def client(
             await writer.wait_closed()
 
 
-async def send(proxy: GuardProxy, data: bytes) -> tuple[int, dict[str, str], bytes]:
+async def send(proxy: GuardProxy | Lease, data: bytes) -> tuple[int, dict[str, str], bytes]:
     """Send ``data`` on a fresh connection; the whole answer up to EOF, split."""
     async with client(proxy) as (reader, writer):
         writer.write(data)
@@ -238,10 +234,8 @@ async def read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
 
 
 async def test_connect_to_an_allowed_target_is_tunnelled(proxy: GuardProxy, target: Server) -> None:
-    async with proxy.lease() as lease, client(proxy) as (reader, writer):
-        writer.write(
-            f"CONNECT 127.0.0.1:{target.port} HTTP/1.1\r\nHost: x\r\n{creds(lease)}\r\n".encode()
-        )
+    async with proxy.lease() as lease, client(lease) as (reader, writer):
+        writer.write(f"CONNECT 127.0.0.1:{target.port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         status, _ = await read_head(reader)
         assert status == 200
         writer.write(b"GET /inside HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -258,7 +252,7 @@ async def test_connect_to_a_private_target_is_refused_and_recorded(
 ) -> None:
     async with proxy.lease() as lease:
         status, headers, body = await send(
-            proxy, f"CONNECT 127.0.0.1:{private.port} HTTP/1.1\r\n{creds(lease)}\r\n".encode()
+            lease, f"CONNECT 127.0.0.1:{private.port} HTTP/1.1\r\n\r\n".encode()
         )
     assert status == 403
     assert headers[GUARD_HEADER.lower()] == lease.marker
@@ -274,12 +268,10 @@ async def test_names_are_resolved_and_checked_by_the_guard(
 ) -> None:
     async with proxy.lease() as lease:
         status, _, _ = await send(
-            proxy, f"CONNECT localhost:{private.port} HTTP/1.1\r\n{creds(lease)}\r\n".encode()
+            lease, f"CONNECT localhost:{private.port} HTTP/1.1\r\n\r\n".encode()
         )
         assert status == 403
-        status, _, _ = await send(
-            proxy, f"GET http://nowhere.test/ HTTP/1.1\r\n{creds(lease)}\r\n".encode()
-        )
+        status, _, _ = await send(lease, b"GET http://nowhere.test/ HTTP/1.1\r\n\r\n")
         assert status == 502
     err = lease.failure("nowhere.test", 80)
     assert isinstance(err, FatalError) and err.code is ErrorCode.DNS_ERROR
@@ -294,48 +286,62 @@ async def test_a_target_that_refuses_connections_is_a_connection_error(proxy: Gu
     guarded = GuardProxy(EgressGuard([f"127.0.0.1:{port}"]))
     async with guarded, guarded.lease() as lease:
         status, headers, _ = await send(
-            guarded, f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\n{creds(lease)}\r\n".encode()
+            lease, f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n".encode()
         )
     assert status == 502 and headers[GUARD_HEADER.lower()] == lease.marker
     err = lease.failure("127.0.0.1", port)
     assert isinstance(err, TransientError) and err.code is ErrorCode.CONNECTION_ERROR
 
 
-# credentials -------------------------------------------------------------------------------------
+# identity: a port per lease ---------------------------------------------------------------------
 
 
-async def test_no_credentials_get_407_and_reach_nothing(proxy: GuardProxy, target: Server) -> None:
-    async with proxy.lease():
-        status, headers, _ = await send(
-            proxy, f"CONNECT 127.0.0.1:{target.port} HTTP/1.1\r\n\r\n".encode()
-        )
-    assert status == 407
-    assert headers["proxy-authenticate"].startswith("Basic ")
-    assert target.connections == 0
-
-
-async def test_unknown_or_ended_credentials_are_refused(proxy: GuardProxy, target: Server) -> None:
+async def test_the_shared_port_serves_no_one(proxy: GuardProxy, target: Server) -> None:
     async with proxy.lease() as lease:
-        good = creds(lease)
-        wrong = base64.b64encode(f"{lease.username}:not-it".encode()).decode()
-        stranger = base64.b64encode(b"someone:secret").decode()
-        for header in (
-            f"Proxy-Authorization: Basic {wrong}\r\n",
-            f"Proxy-Authorization: Basic {stranger}\r\n",
-            "Proxy-Authorization: Basic !!!notbase64\r\n",
-            f"Proxy-Authorization: Bearer {lease.password}\r\n",
+        assert lease.port not in (0, proxy.port)
+        for head in (
+            f"CONNECT 127.0.0.1:{target.port} HTTP/1.1\r\n\r\n",
+            f"CONNECT 127.0.0.1:{target.port} HTTP/1.1\r\nProxy-Authorization: Basic eDp5\r\n\r\n",
+            f"GET http://127.0.0.1:{target.port}/ HTTP/1.1\r\n\r\n",
         ):
-            status, _, _ = await send(
-                proxy, f"CONNECT 127.0.0.1:{target.port} HTTP/1.1\r\n{header}\r\n".encode()
-            )
-            assert status == 407, header
-    # Once the lease (the browser context) has ended, its credentials open nothing.
-    status, _, _ = await send(
-        proxy, f"CONNECT 127.0.0.1:{target.port} HTTP/1.1\r\n{good}\r\n".encode()
-    )
-    assert status == 407
+            status, headers, _ = await send(proxy, head.encode())
+            assert status == 407, head
+            assert headers["proxy-authenticate"].startswith("Basic ")
     assert target.connections == 0
-    assert proxy.stats.auth_failures == 5
+    assert proxy.stats.unleased == 3
+
+
+async def test_an_ended_lease_opens_nothing(proxy: GuardProxy, target: Server) -> None:
+    async with proxy.lease() as lease:
+        port = lease.port
+        status, _, _ = await send(
+            lease, f"GET http://127.0.0.1:{target.port}/a HTTP/1.1\r\n\r\n".encode()
+        )
+        assert status == 200
+    # Once the lease (the browser context) has ended, its port is closed.
+    assert not lease.active
+    with pytest.raises(OSError):
+        await asyncio.open_connection("127.0.0.1", port)
+    assert target.connections == 1
+
+
+async def test_each_lease_records_only_its_own_traffic(
+    proxy: GuardProxy, target: Server, private: Server
+) -> None:
+    async with proxy.lease() as one, proxy.lease() as two:
+        assert one.port != two.port
+        status, _, _ = await send(
+            one, f"CONNECT 127.0.0.1:{private.port} HTTP/1.1\r\n\r\n".encode()
+        )
+        assert status == 403
+        status, _, _ = await send(
+            two, f"GET http://127.0.0.1:{target.port}/b HTTP/1.1\r\n\r\n".encode()
+        )
+        assert status == 200
+    assert isinstance(one.failure("127.0.0.1", private.port), SSRFBlocked)
+    assert two.failure("127.0.0.1", private.port) is None
+    assert (one.connections, two.connections) == (1, 1)
+    assert private.connections == 0
 
 
 # plain HTTP --------------------------------------------------------------------------------------
@@ -347,12 +353,12 @@ async def test_plain_http_forwards_exactly_one_request_then_closes(
     async with proxy.lease() as lease:
         first = (
             f"GET http://127.0.0.1:{target.port}/one?q=1 HTTP/1.1\r\nHost: evil.example\r\n"
-            f"{creds(lease)}Proxy-Connection: keep-alive\r\nConnection: keep-alive, X-Drop\r\n"
+            f"Proxy-Connection: keep-alive\r\nConnection: keep-alive, X-Drop\r\n"
             f"X-Drop: 1\r\nX-Keep: 2\r\n\r\n"
         )
         # A second, pipelined request to another upstream must not be sent anywhere.
-        second = f"GET http://127.0.0.1:{private.port}/two HTTP/1.1\r\n{creds(lease)}\r\n"
-        status, headers, body = await send(proxy, (first + second).encode())
+        second = f"GET http://127.0.0.1:{private.port}/two HTTP/1.1\r\n\r\n"
+        status, headers, body = await send(lease, (first + second).encode())
     assert status == 200
     assert body == b"hello /one?q=1 "
     assert headers["connection"] == "close"
@@ -374,7 +380,7 @@ async def test_plain_http_to_a_private_target_is_a_403_from_the_proxy(
 ) -> None:
     async with proxy.lease() as lease:
         status, headers, _ = await send(
-            proxy, f"GET http://127.0.0.1:{private.port}/ HTTP/1.1\r\n{creds(lease)}\r\n".encode()
+            lease, f"GET http://127.0.0.1:{private.port}/ HTTP/1.1\r\n\r\n".encode()
         )
     assert status == 403
     assert headers[GUARD_HEADER.lower()] == lease.marker
@@ -386,8 +392,8 @@ async def test_plain_http_to_a_private_target_is_a_403_from_the_proxy(
 async def test_a_chunked_request_body_is_forwarded_whole(proxy: GuardProxy, target: Server) -> None:
     async with proxy.lease() as lease:
         status, _, body = await send(
-            proxy,
-            f"POST http://127.0.0.1:{target.port}/post HTTP/1.1\r\n{creds(lease)}"
+            lease,
+            f"POST http://127.0.0.1:{target.port}/post HTTP/1.1\r\n"
             "Transfer-Encoding: chunked\r\n\r\n"
             "5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n".encode(),
         )
@@ -401,17 +407,17 @@ async def test_a_chunked_request_body_is_forwarded_whole(proxy: GuardProxy, targ
 async def test_a_content_length_body_is_forwarded_whole(proxy: GuardProxy, target: Server) -> None:
     async with proxy.lease() as lease:
         status, _, body = await send(
-            proxy,
-            f"POST http://127.0.0.1:{target.port}/p HTTP/1.1\r\n{creds(lease)}"
+            lease,
+            f"POST http://127.0.0.1:{target.port}/p HTTP/1.1\r\n"
             "Content-Length: 7\r\n\r\npayload".encode(),
         )
     assert (status, body) == (200, b"hello /p payload")
 
 
 async def test_a_websocket_upgrade_becomes_a_relay(proxy: GuardProxy, target: Server) -> None:
-    async with proxy.lease() as lease, client(proxy) as (reader, writer):
+    async with proxy.lease() as lease, client(lease) as (reader, writer):
         writer.write(
-            f"GET http://127.0.0.1:{target.port}/ws HTTP/1.1\r\n{creds(lease)}"
+            f"GET http://127.0.0.1:{target.port}/ws HTTP/1.1\r\n"
             "Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n".encode()
         )
         status, headers = await read_head(reader)
@@ -437,7 +443,7 @@ async def test_a_websocket_upgrade_becomes_a_relay(proxy: GuardProxy, target: Se
         "GET  http://x/ HTTP/1.1\r\n\r\n",
         "GET http://x/ HTTP/1.1\r\nA: \x00\r\n\r\n",
         "partial head then EOF",
-        # Well-formed but not what a proxy takes (answered once the client has authenticated):
+        # Well-formed but not what a proxy takes (sent to a lease's port):
         "GET / HTTP/1.1\r\nHost: x\r\n{auth}\r\n",  # origin-form
         "GET https://example.com/ HTTP/1.1\r\n{auth}\r\n",
         "GET http://user:pw@127.0.0.1:1/ HTTP/1.1\r\n{auth}\r\n",
@@ -450,8 +456,8 @@ async def test_a_websocket_upgrade_becomes_a_relay(proxy: GuardProxy, target: Se
 async def test_garbage_gets_400_and_the_proxy_keeps_serving(
     proxy: GuardProxy, target: Server, head: str
 ) -> None:
-    async with proxy.lease() as lease, client(proxy) as (reader, writer):
-        writer.write(head.replace("{auth}", creds(lease)).encode("latin-1"))
+    async with proxy.lease() as lease, client(lease) as (reader, writer):
+        writer.write(head.replace("{auth}", "").encode("latin-1"))
         writer.write_eof()
         raw = await asyncio.wait_for(reader.read(-1), 30)
     assert raw.startswith(b"HTTP/1.1 400 "), raw[:60]
@@ -473,9 +479,8 @@ async def test_ambiguous_request_framing_is_refused(
 ) -> None:
     async with proxy.lease() as lease:
         status, _, _ = await send(
-            proxy,
-            f"POST http://127.0.0.1:{target.port}/ HTTP/1.1\r\n{creds(lease)}{framing}\r\n"
-            "abc".encode(),
+            lease,
+            f"POST http://127.0.0.1:{target.port}/ HTTP/1.1\r\n{framing}\r\nabc".encode(),
         )
     assert status == 400
     assert target.requests == []
@@ -484,8 +489,8 @@ async def test_ambiguous_request_framing_is_refused(
 async def test_a_malformed_chunk_is_refused(proxy: GuardProxy, target: Server) -> None:
     async with proxy.lease() as lease:
         status, _, _ = await send(
-            proxy,
-            f"POST http://127.0.0.1:{target.port}/ HTTP/1.1\r\n{creds(lease)}"
+            lease,
+            f"POST http://127.0.0.1:{target.port}/ HTTP/1.1\r\n"
             "Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n".encode(),
         )
     assert status == 400
@@ -494,8 +499,8 @@ async def test_a_malformed_chunk_is_refused(proxy: GuardProxy, target: Server) -
 async def test_an_oversized_request_head_gets_431(proxy: GuardProxy, target: Server) -> None:
     async with proxy.lease() as lease:
         status, _, _ = await send(
-            proxy,
-            f"GET http://127.0.0.1:{target.port}/ HTTP/1.1\r\n{creds(lease)}"
+            lease,
+            f"GET http://127.0.0.1:{target.port}/ HTTP/1.1\r\n"
             f"X-Big: {'a' * 70_000}\r\n\r\n".encode(),
         )
     assert status == 431
@@ -506,9 +511,8 @@ async def test_an_oversized_request_head_gets_431(proxy: GuardProxy, target: Ser
 async def test_an_oversized_response_head_is_a_502(proxy: GuardProxy, target: Server) -> None:
     async with proxy.lease() as lease:
         status, headers, _ = await send(
-            proxy,
-            f"GET http://127.0.0.1:{target.port}/huge-headers HTTP/1.1\r\n"
-            f"{creds(lease)}\r\n".encode(),
+            lease,
+            f"GET http://127.0.0.1:{target.port}/huge-headers HTTP/1.1\r\n\r\n".encode(),
         )
     assert status == 502 and headers[GUARD_HEADER.lower()] == lease.marker
     err = lease.failure("127.0.0.1", target.port)
@@ -518,7 +522,7 @@ async def test_an_oversized_response_head_is_a_502(proxy: GuardProxy, target: Se
 async def _still_serves(proxy: GuardProxy, target: Server) -> None:
     async with proxy.lease() as lease:
         status, _, body = await send(
-            proxy, f"GET http://127.0.0.1:{target.port}/ok HTTP/1.1\r\n{creds(lease)}\r\n".encode()
+            lease, f"GET http://127.0.0.1:{target.port}/ok HTTP/1.1\r\n\r\n".encode()
         )
     assert (status, body) == (200, b"hello /ok ")
 
@@ -528,13 +532,15 @@ async def _still_serves(proxy: GuardProxy, target: Server) -> None:
 
 async def test_ending_a_lease_closes_its_tunnels(target: Server) -> None:
     proxy = GuardProxy(EgressGuard([f"127.0.0.1:{target.port}"]))
-    async with proxy, client(proxy) as (reader, writer):
+    async with proxy:
         async with proxy.lease() as lease:
-            writer.write(f"CONNECT 127.0.0.1:{target.port} HTTP/1.1\r\n{creds(lease)}\r\n".encode())
+            reader, writer = await asyncio.open_connection("127.0.0.1", lease.port)
+            writer.write(f"CONNECT 127.0.0.1:{target.port} HTTP/1.1\r\n\r\n".encode())
             assert (await read_head(reader))[0] == 200
         # The context is gone: the tunnel it opened is closed, although the client kept it.
         assert await asyncio.wait_for(reader.read(-1), 30) == b""
         assert not lease.active
+        writer.close()
 
 
 async def test_closing_the_proxy_closes_every_connection(target: Server) -> None:
@@ -542,14 +548,16 @@ async def test_closing_the_proxy_closes_every_connection(target: Server) -> None
     async with (
         proxy,
         proxy.lease() as lease,
-        client(proxy) as (tunnel, writer),
-        client(proxy) as (idle, _),
+        client(lease) as (tunnel, writer),
+        client(lease) as (idle, _),
+        client(proxy) as (shared, _),
     ):
-        writer.write(f"CONNECT 127.0.0.1:{target.port} HTTP/1.1\r\n{creds(lease)}\r\n".encode())
+        writer.write(f"CONNECT 127.0.0.1:{target.port} HTTP/1.1\r\n\r\n".encode())
         assert (await read_head(tunnel))[0] == 200
         await proxy.aclose()
         assert await asyncio.wait_for(tunnel.read(-1), 30) == b""
         assert await asyncio.wait_for(idle.read(-1), 30) == b""  # had sent nothing yet
+        assert await asyncio.wait_for(shared.read(-1), 30) == b""
         with pytest.raises(TransientError):
             async with proxy.lease():
                 pass
@@ -566,19 +574,16 @@ async def test_connect_goes_through_the_upstream_proxy_with_its_credentials(
     try:
         async with GuardProxy(EgressGuard([f"127.0.0.1:{target.port}"])) as proxy:
             url = f"http://scrapifie:{SECRET}@127.0.0.1:{upstream.port}"
-            async with proxy.lease(url) as lease, client(proxy) as (reader, writer):
-                writer.write(
-                    f"CONNECT 127.0.0.1:{target.port} HTTP/1.1\r\n{creds(lease)}\r\n".encode()
-                )
+            async with proxy.lease(url) as lease, client(lease) as (reader, writer):
+                writer.write(f"CONNECT 127.0.0.1:{target.port} HTTP/1.1\r\n\r\n".encode())
                 assert (await read_head(reader))[0] == 200
                 writer.write(b"GET /tunnelled HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
                 raw = await asyncio.wait_for(reader.read(-1), 30)
                 assert raw.endswith(b"hello /tunnelled ")
             async with proxy.lease(url) as lease:
                 status, headers, body = await send(
-                    proxy,
-                    f"GET http://127.0.0.1:{target.port}/plain HTTP/1.1\r\n"
-                    f"{creds(lease)}\r\n".encode(),
+                    lease,
+                    f"GET http://127.0.0.1:{target.port}/plain HTTP/1.1\r\n\r\n".encode(),
                 )
             assert status == 200 and headers["via"] == "1.1 upstream"
             assert body == f"via proxy http://127.0.0.1:{target.port}/plain".encode()
@@ -598,7 +603,7 @@ async def test_the_guard_still_checks_targets_behind_an_upstream(private: Server
         proxy = GuardProxy(EgressGuard())
         async with proxy, proxy.lease(f"http://127.0.0.1:{upstream.port}") as lease:
             status, _, _ = await send(
-                proxy, f"CONNECT 127.0.0.1:{private.port} HTTP/1.1\r\n{creds(lease)}\r\n".encode()
+                lease, f"CONNECT 127.0.0.1:{private.port} HTTP/1.1\r\n\r\n".encode()
             )
     finally:
         await upstream.close()
@@ -620,9 +625,7 @@ async def test_upstream_failures_are_proxy_errors_without_credentials(target: Se
                     f"GET http://127.0.0.1:{target.port}/ HTTP/1.1\r\n",
                 ):
                     async with proxy.lease(url) as lease:
-                        status, headers, body = await send(
-                            proxy, f"{request}{creds(lease)}\r\n".encode()
-                        )
+                        status, headers, body = await send(lease, f"{request}\r\n".encode())
                     assert status == 502 and headers[GUARD_HEADER.lower()] == lease.marker
                     err = lease.failure("127.0.0.1", target.port)
                     assert isinstance(err, TransientError) and err.code is ErrorCode.PROXY_ERROR
