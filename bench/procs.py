@@ -173,6 +173,24 @@ def cmdline(pid: int) -> list[str]:
     return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
 
 
+def process_label(pid: int) -> str:
+    """A short name for a process: Chromium's process type, ``python -m`` module and
+    subcommand (``scrapifie worker``, ``bench``), else the program's name."""
+    args = cmdline(pid)
+    if not args:
+        return "?"
+    if is_chromium(args):
+        kind = next((a[7:] for a in " ".join(args).split() if a.startswith("--type=")), "browser")
+        return f"chromium {kind}"
+    prog = args[0].rsplit("/", 1)[-1].split(" ", 1)[0]
+    if prog.startswith("python") and "-m" in args[:-1]:
+        rest = args[args.index("-m") + 1 :]
+        return " ".join(rest[:2]) if rest[0] == "scrapifie" and len(rest) > 1 else rest[0]
+    if prog == "java":
+        return "java " + next((a for a in reversed(args) if not a.startswith("-")), "")[-40:]
+    return prog
+
+
 def is_chromium(args: list[str]) -> bool:
     """Chromium's browser or one of its helpers (which rewrite argv into one string)."""
     return bool(args) and "chromium" in args[0].rsplit("/", 1)[-1].split(" ", 1)[0]
@@ -369,6 +387,7 @@ class OthersMeter:
         self._base: dict[tuple[int, str], float] = {}  # (pid, start time) -> CPU at start
         self._last: dict[tuple[int, str], float] = {}
         self._ours: set[tuple[int, str]] = set()
+        self._labels: dict[tuple[int, str], str] = {}  # ours: what each process is
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
         self._system = 0.0
@@ -394,6 +413,9 @@ class OthersMeter:
             nxt = [p for p, pp in parents.items() if pp in frontier and p not in ours]
             ours.update(nxt)
             frontier = nxt
+        for p in ours:
+            if keys[p] not in self._labels:
+                self._labels[keys[p]] = process_label(p)
         self._ours.update(keys[p] for p in ours)
         self._last.update(cpu)
         return cpu
@@ -417,9 +439,19 @@ class OthersMeter:
         used = {k: v - self._base.get(k, 0.0) for k, v in self._last.items()}
         ours = 100 * sum(v for k, v in used.items() if k in self._ours) / wall
         others = 100 * sum(v for k, v in used.items() if k not in self._ours) / wall
+        by_label: dict[str, float] = {}
+        for k, v in used.items():
+            if k in self._ours:
+                label = self._labels.get(k, "?")
+                by_label[label] = by_label.get(label, 0.0) + 100 * v / wall
         return {
             "machine": round(machine, 1),
             "ours": round(ours, 1),
             "others": round(others, 1),
             "unseen": round(max(machine - ours - others, 0.0), 1),
+            "ours_by_process": {
+                label: round(pct, 1)
+                for label, pct in sorted(by_label.items(), key=lambda kv: -kv[1])
+                if pct >= 0.5
+            },
         }

@@ -438,8 +438,7 @@ class BrowserFetcher:
             shot = await page.screenshot(type="png", full_page=request.screenshot == "full")
             if len(shot) > cap:
                 raise TooLarge(cap)
-        headers = await doc.all_headers()
-        sizes = await doc.request.sizes()
+        headers, sizes = await asyncio.gather(doc.all_headers(), doc.request.sizes())
         return BrowserResponse(
             url=request.url,
             final_url=page.url,
@@ -519,19 +518,42 @@ def _track_document(page: Page, job: _Job, response: Response) -> None:
     job.document = response
 
 
+# The document as ``page.content()`` builds it (doctype + the <html> element), serialized once in
+# the page, coming back only when it fits the cap (else its length). The page's scripts may
+# replace the serializers, but ``"" + x`` is a string whose length they cannot fake: whatever
+# they do, nothing over the cap is shipped to us.
+_HTML_EXPR = """(() => {
+  const d = document;
+  let s = "" + (d.doctype ? new XMLSerializer().serializeToString(d.doctype) : "");
+  if (d.documentElement) s += d.documentElement.outerHTML;
+  return s.length <= %d ? s : s.length;
+})()"""
+
+
 async def _rendered_html(page: Page, cap: int) -> bytes:
-    # Check the size in the renderer first, so a huge DOM is not shipped to us to be refused.
-    chars = await page.evaluate(
-        "() => document.documentElement ? document.documentElement.outerHTML.length : 0"
-    )
-    if isinstance(chars, int) and chars > cap:
-        raise TooLarge(cap)
+    """The rendered HTML, read with one ``Runtime.evaluate`` over a CDP session of the page's
+    own. ``page.content()`` costs ~24 ms more CPU per page (measured, Chromium 156 headless
+    shell, 4 at once): it first injects Playwright's utility script into the page."""
+    session = await page.context.new_cdp_session(page)
     try:
-        html = await page.content()
-    except PlaywrightError:
-        # A script navigated while we read; read the page it navigated to once it has loaded.
-        await page.wait_for_load_state("load")
-        html = await page.content()
+        params = {"expression": _HTML_EXPR % cap, "returnByValue": True}
+        try:
+            reply = await session.send("Runtime.evaluate", params)
+        except PlaywrightError:
+            # A script navigated while we read; read the page it navigated to once it has loaded.
+            await page.wait_for_load_state("load")
+            reply = await session.send("Runtime.evaluate", params)
+    finally:
+        with contextlib.suppress(PlaywrightError):
+            await session.detach()
+    if "exceptionDetails" in reply:
+        text = reply["exceptionDetails"].get("text", "an exception")
+        raise FatalError(ErrorCode.DECODE_ERROR, f"the page's HTML could not be read: {text}")
+    html = reply.get("result", {}).get("value")
+    if isinstance(html, int) and html > cap:
+        raise TooLarge(cap)
+    if not isinstance(html, str):
+        raise FatalError(ErrorCode.DECODE_ERROR, "the page's HTML could not be read")
     body = html.encode("utf-8", "replace")
     if len(body) > cap:
         raise TooLarge(cap)

@@ -32,6 +32,13 @@ PIXEL = base64.b64decode(
 )
 
 PAGES: dict[str, str] = {
+    # Scripts that replace the serializers we read the rendered HTML with.
+    "/huge-serializer": """<!doctype html><html><body><p>small</p><script>
+Object.defineProperty(Element.prototype, "outerHTML", {get() { return "x".repeat(3000000); }});
+</script></body></html>""",
+    "/broken-serializer": """<!doctype html><html><body><p>small</p><script>
+Object.defineProperty(Element.prototype, "outerHTML", {get() { throw new Error("no"); }});
+</script></body></html>""",
     "/js": """<!doctype html><html><head><title>js</title></head><body>
 <div id="root"></div>
 <script>

@@ -305,6 +305,26 @@ async def test_rendered_html_over_the_cap_is_too_large(
         await fetcher.fetch(FetchRequest(site.url("/page/1"), max_body_bytes=10_000))
 
 
+async def test_the_rendered_html_is_the_whole_document(
+    fetcher: BrowserFetcher, site: BrowserSite
+) -> None:
+    resp = await fetcher.fetch(FetchRequest(site.url("/js")))
+    assert resp.body.startswith(b"<!DOCTYPE html><html><head><title>js</title>")
+    assert resp.body.endswith(b"</html>")
+
+
+async def test_scripts_replacing_the_serializers_cannot_ship_more_than_the_cap(
+    fetcher: BrowserFetcher, site: BrowserSite
+) -> None:
+    with pytest.raises(TooLarge):
+        await fetcher.fetch(FetchRequest(site.url("/huge-serializer"), max_body_bytes=100_000))
+    with pytest.raises(FatalError) as err:
+        await fetcher.fetch(FetchRequest(site.url("/broken-serializer")))
+    assert err.value.code is ErrorCode.DECODE_ERROR
+    # The fetcher (and its browser) keeps serving.
+    assert b"rendered by javascript" in (await fetcher.fetch(FetchRequest(site.url("/js")))).body
+
+
 async def test_http_error_statuses_are_responses(
     fetcher: BrowserFetcher, site: BrowserSite
 ) -> None:
