@@ -46,7 +46,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.procs import OthersMeter, TreeSampler, peak_rss_bytes
+from bench.procs import OthersMeter, TreeSampler, jit_cpu_seconds, peak_rss_bytes
 from bench.stats import rate, summary_ms
 from streams.browser_pool import FULL_CHROMIUM, HEADLESS_SHELL
 
@@ -421,12 +421,16 @@ async def _tier_round(
             sampler.start()
             meter = OthersMeter(_ours(stack))
             meter.start()
+            jit0 = jit_cpu_seconds(stack.kafka_pid) if stack.kafka_pid else 0.0
             try:
                 batch = await driver.submit_many(urls, f"bench-browser-{name}")
                 await driver.wait_results(batch, timeout_s)
             finally:
                 cpu = await asyncio.to_thread(meter.stop)
                 memory = await asyncio.to_thread(sampler.stop)
+            if stack.kafka_pid:
+                # A cold broker compiles as it goes (the full run warms it in the e2e suite).
+                out["kafka_jit_cpu_s"] = round(jit_cpu_seconds(stack.kafka_pid) - jit0, 2)
             out.update(_tier_report(driver, batch))
             out["memory"] = memory
             out["cpu_pct"] = cpu
