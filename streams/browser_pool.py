@@ -594,18 +594,17 @@ def _launch_args(cfg: BrowserConfig, proxy: ProxySettings | None) -> list[str]:
 
 
 def _browser_level(proxy: ProxySettings | None, server: str | None) -> ProxySettings | None:
-    """The browser-level proxy settings for a job's context settings: ``server`` (or the
-    context's), the context's bypass rules, no credentials."""
-    if proxy is None:
-        return None
-    return {"server": server or proxy["server"], "bypass": proxy.get("bypass", "<-loopback>")}
+    """A job's context proxy settings with ``server`` (when given) in place of its own."""
+    if proxy is None or server is None:
+        return proxy
+    return {**proxy, "server": server}
 
 
 def _browser_proxy(proxy: ProxySettings | None) -> dict[str, Any]:
-    """Browser-level proxy for a launch: a server and bypass rules, no credentials. Per-context
-    proxies work without it (Linux, Playwright 1.65, Chromium 156); it is there so that traffic
-    outside our contexts also meets the guard proxy, whose shared port refuses it. A
-    persistent profile's browser serves one job, so it gets that job's own proxy."""
+    """Browser-level proxy for a launch: a server and bypass rules. Per-context proxies work
+    without it (Linux, Playwright 1.65, Chromium 156); it is there so that traffic outside our
+    contexts also meets the guard proxy, whose shared port refuses it. A persistent profile's
+    browser serves one job, so it gets that job's own proxy."""
     if proxy is None:
         return {}
     return {"proxy": {"server": proxy["server"], "bypass": proxy.get("bypass", "<-loopback>")}}

@@ -350,6 +350,8 @@ class GuardProxy:
             writer.close()
             return
         self._tasks.add(task)
+        if lease is not None:
+            lease._tasks.add(task)  # cancelled when the lease ends, even while reading the head
         self.stats.connections += 1
         try:
             await self._serve(reader, writer, lease)
@@ -372,10 +374,6 @@ class GuardProxy:
     async def _serve(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, lease: Lease | None
     ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        if lease is not None:
-            lease._tasks.add(task)  # cancelled when the lease ends, even while reading the head
         try:
             head = await self._read_head(reader)
             if head is None:
