@@ -44,6 +44,15 @@ class SinkConfig(BaseModel):
             " transactions; adds up to this much to the time a row takes to appear)."
         ),
     )
+    batch_interval_s: float = Field(
+        0.1,
+        ge=0,
+        description=(
+            "Group commit: while records keep coming, a sink starts at most one batch write per"
+            " this interval, so each transaction, WAL flush and offset commit covers more records"
+            " under load. A record that arrives after a quiet interval waits only batch_wait_s."
+        ),
+    )
     max_backoff_s: float = Field(10.0, gt=0, description="Cap of the retry backoff on failures.")
     group_prefix: str = Field("scrapifie", description="Consumer group prefix.")
     instance_id: str | None = Field(

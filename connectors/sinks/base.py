@@ -123,12 +123,18 @@ class SinkRunner:
         await _retry_forever(
             self._consumer.start, "start consumer", self._config.max_backoff_s, stop
         )
+        loop = asyncio.get_running_loop()
+        next_write = 0.0  # loop time before which a batch keeps collecting (group commit)
         try:
             while not stop.is_set():
                 batches = await poll_batch(
-                    self._consumer, self._config.batch_max_records, self._config.batch_wait_s
+                    self._consumer,
+                    self._config.batch_max_records,
+                    self._config.batch_wait_s,
+                    until=next_write,
                 )
                 if batches:
+                    next_write = loop.time() + self._config.batch_interval_s
                     await self._process(batches, stop)
         finally:
             await self._consumer.stop()
@@ -233,18 +239,24 @@ async def _retry_forever(fn: Any, what: str, max_backoff_s: float, stop: asyncio
 
 
 async def poll_batch(
-    consumer: Any, limit: int, wait_s: float
+    consumer: Any, limit: int, wait_s: float, until: float = 0.0
 ) -> dict[TopicPartition, list[ConsumerRecord]]:
-    """A batch: what is there now, then whatever arrives within ``wait_s`` of it, up to
-    ``limit`` records. Under a steady flow a poll returns a handful of records, and one
-    transaction (and one offset commit, one WAL flush) per handful cost PostgreSQL and Kafka
-    more than the records themselves (measured: PostgreSQL 0.45 -> 0.11 ms of CPU per page)."""
+    """A batch: what is there now, then whatever arrives within ``wait_s`` of it, and until the
+    loop time ``until`` if that is later, up to ``limit`` records.
+
+    ``until`` is the sink's group commit: the previous write started less than an interval ago,
+    so records keep coming and this batch collects them until the interval is over. Under a
+    steady flow a poll returns a handful of records, and one transaction (and one offset commit,
+    one WAL flush) per handful cost PostgreSQL and Kafka more than the records themselves
+    (measured: PostgreSQL 0.45 -> 0.11 ms of CPU per page with a 20 ms wait, 0.07 with writes
+    at most every 100 ms; the broker 0.72 -> 0.35). After a quiet interval a record waits only
+    ``wait_s``, so low load keeps low latency."""
     batches: dict[TopicPartition, list[ConsumerRecord]] = await consumer.getmany(
         timeout_ms=200, max_records=limit
     )
     count = sum(len(msgs) for msgs in batches.values())
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait_s
+    deadline = max(loop.time() + wait_s, until)
     while 0 < count < limit:
         left = deadline - loop.time()
         if left <= 0:

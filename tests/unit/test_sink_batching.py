@@ -51,3 +51,20 @@ async def test_no_wait_configured_returns_what_is_there() -> None:
     consumer = _Consumer([(0, {TP0: [1]}), (0, {TP0: [2]})])
     assert await poll_batch(consumer, 500, 0) == {TP0: [1]}
     assert consumer.calls == [500]
+
+
+async def test_group_commit_keeps_collecting_until_the_interval_is_over() -> None:
+    consumer = _Consumer(
+        [(0, {TP0: [1]}), (0.05, {TP0: [2]}), (0.05, {TP1: [8]}), (0.1, {TP0: [3]})]
+    )
+    until = asyncio.get_running_loop().time() + 0.15
+    # The wait alone (10 ms) would stop after [1]; the previous write was recent, so the batch
+    # collects what arrives until the interval is over.
+    assert await poll_batch(consumer, 500, 0.01, until=until) == {TP0: [1, 2], TP1: [8]}
+    assert asyncio.get_running_loop().time() >= until
+
+
+async def test_after_a_quiet_interval_only_the_wait_applies() -> None:
+    consumer = _Consumer([(0, {TP0: [1]}), (0.1, {TP0: [2]})])
+    past = asyncio.get_running_loop().time() - 1
+    assert await poll_batch(consumer, 500, 0.01, until=past) == {TP0: [1]}
