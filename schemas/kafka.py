@@ -240,14 +240,39 @@ class EventProducer:
 
 async def _acknowledged(futures: list[asyncio.Future[Any]], retired: asyncio.Future[None]) -> bool:
     """Wait for every future: True once all are acknowledged (the first error is raised),
-    False if ``retired`` resolves first."""
+    False if ``retired`` resolves first.
+
+    One callback per future and one waiter, instead of ``gather`` + ``wait`` (which wrap,
+    schedule and unwind several futures and sets per call): this runs for every job."""
     if not futures:
         return True
-    pending = asyncio.gather(*futures, return_exceptions=True)
-    done, _ = await asyncio.wait((pending, retired), return_when=asyncio.FIRST_COMPLETED)
-    if pending not in done:
-        return False
-    for outcome in pending.result():
-        if isinstance(outcome, BaseException):
-            raise outcome
+    waiter = asyncio.get_running_loop().create_future()
+    left = len(futures)
+
+    def _one_done(_: asyncio.Future[Any]) -> None:
+        nonlocal left
+        left -= 1
+        if left == 0 and not waiter.done():
+            waiter.set_result(True)
+
+    def _retired(_: asyncio.Future[None]) -> None:
+        if not waiter.done():
+            waiter.set_result(False)
+
+    for fut in futures:
+        fut.add_done_callback(_one_done)
+    retired.add_done_callback(_retired)
+    try:
+        if not await waiter and not all(fut.done() for fut in futures):
+            return False
+    finally:
+        retired.remove_done_callback(_retired)
+        for fut in futures:
+            fut.remove_done_callback(_one_done)
+    for fut in futures:
+        if fut.cancelled():
+            raise asyncio.CancelledError
+        exc = fut.exception()
+        if exc is not None:
+            raise exc
     return True

@@ -7,14 +7,16 @@ fetched at run time.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import uuid
-from functools import cache
+from functools import cache, lru_cache
 from urllib.parse import urlsplit
 
 import tldextract
 
 _NS = uuid.UUID("8d0c7e8a-3a57-4b53-9b7e-5c1f0c2a9e11")
+_NS_BYTES = _NS.bytes
 
 
 @cache
@@ -27,7 +29,13 @@ def site_key(url: str) -> str:
 
     IP literals and single-label hosts are their own site. Lower-case, no port.
     """
-    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    return _site_of_host((urlsplit(url).hostname or "").rstrip(".").lower())
+
+
+@lru_cache(maxsize=65536)
+def _site_of_host(host: str) -> str:
+    """Memoised: a worker sees the same few hosts again and again, and the Public Suffix List
+    lookup is ~15 us per call."""
     if not host:
         return ""
     try:
@@ -41,7 +49,13 @@ def site_key(url: str) -> str:
 
 def derived_id(*parts: str) -> str:
     """A deterministic event id: the same inputs always give the same id (idempotent sinks)."""
-    return str(uuid.uuid5(_NS, "\x1f".join(parts)))
+    # uuid.uuid5 computed directly (same value; ~3x cheaper than building a UUID object, and
+    # the worker derives three ids per job).
+    digest = bytearray(hashlib.sha1(_NS_BYTES + "\x1f".join(parts).encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def content_object_key(tenant: str, job_id: str) -> str:

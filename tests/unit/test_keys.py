@@ -62,6 +62,16 @@ def test_derived_id_is_deterministic_uuid5() -> None:
 
 
 @pytest.mark.parametrize(
+    "parts",
+    [("acme", "job-1", "result", "http", "1"), ("", ""), ("tenänt €", "ü\x1fv"), ("x" * 500,)],
+)
+def test_derived_id_is_exactly_uuid5_of_the_joined_parts(parts: tuple[str, ...]) -> None:
+    # Ids already on topics and in tables were made by uuid.uuid5: the fast path must not move.
+    namespace = uuid.UUID("8d0c7e8a-3a57-4b53-9b7e-5c1f0c2a9e11")
+    assert derived_id(*parts) == str(uuid.uuid5(namespace, "\x1f".join(parts)))
+
+
+@pytest.mark.parametrize(
     "other",
     [
         ("job-1", "result", "http", "2"),
