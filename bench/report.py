@@ -80,6 +80,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines += _throughput_table(results)
     lines += _sweep_table(results)
     lines += _latency_section(results)
+    lines += _worker_alone_section(results)
     lines += _sinks_section(results)
     lines += _memory_section(results)
     lines += _goals_section(results)
@@ -273,6 +274,25 @@ def _sinks_section(results: dict[str, Any]) -> list[str]:
         f"{_num(obj.get('events_per_s'))} | {obj.get('objects', 0):,} objects of "
         f"~{obj.get('mean_object_bytes', 0) / 1000:.0f} KB (gzip) | "
         f"{obj_cpu.get('sink', '—')} / {obj_cpu.get('postgres', '—')} |",
+        "",
+    ]
+
+
+def _worker_alone_section(results: dict[str, Any]) -> list[str]:
+    w = results.get("worker_alone")
+    if not w or "jobs_per_s" not in w:
+        return []
+    return [
+        "## http worker alone (from a pre-filled topic, no sink)",
+        "",
+        "| jobs | max_in_flight | jobs/s | worker CPU per job | worker CPU | broker CPU per job |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| {w['jobs']:,} | {w['max_in_flight']} | {_num(w['jobs_per_s'])} | "
+        f"{w['worker_cpu_ms_per_job']:.2f} ms | {w['worker_cpu_pct']:.0f}% of a core | "
+        f"{w['kafka_cpu_ms_per_job']:.2f} ms |",
+        "",
+        "From the 10th to the 90th percentile of results. Worker CPU counts its helper threads "
+        "(gzip of big pages), so it can pass 100% of a core.",
         "",
     ]
 

@@ -32,7 +32,7 @@ from bench.report import BROWSER_HEADLINE_CONCURRENCY, HEADLINE_CONCURRENCY, wri
 from bench.target import HOSTS, SIZES, Nginx, build_corpus, nginx_binary
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-SUITES = ("raw", "scrapy", "browser", "hotpath", "e2e", "sinks")
+SUITES = ("raw", "scrapy", "browser", "hotpath", "e2e", "worker", "sinks")
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,7 @@ class Config:
     latency_jobs: int
     sink_pg_events: int  # results + as many metering events
     sink_object_events: int
+    worker_alone_jobs: int  # jobs through the http worker alone, from a pre-filled topic
     profiler: str  # auto | py-spy | pyinstrument | none
     browser_pages: int  # URLs per browser measurement (raw loops and the tier)
     browser_sweep: list[int]  # browser concurrencies; the first is the goal's
@@ -67,6 +68,7 @@ FULL = Config(
     latency_jobs=200,
     sink_pg_events=50_000,
     sink_object_events=10_000,
+    worker_alone_jobs=10_000,
     profiler="auto",
     browser_pages=200,
     browser_sweep=[BROWSER_HEADLINE_CONCURRENCY, 1, 8],
@@ -81,6 +83,7 @@ QUICK = replace(
     latency_jobs=50,
     sink_pg_events=20_000,
     sink_object_events=3_000,
+    worker_alone_jobs=4_000,
     profiler="none",
     browser_pages=40,
     browser_sweep=[BROWSER_HEADLINE_CONCURRENCY],
@@ -232,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
 
             progress.phase("worker hot path: CPU-bound steps per page, timed alone")
             results["hotpath"] = guarded("hotpath", partial(measure_hotpath, corpus))
-        if {"e2e", "sinks", "browser"} & set(cfg.suites):
+        if {"e2e", "worker", "sinks", "browser"} & set(cfg.suites):
             from bench.stack import BenchStack, target_env
 
             progress.phase("starting Kafka (KRaft) and PostgreSQL")
@@ -261,6 +264,27 @@ def main(argv: list[str] | None = None) -> int:
                 results["e2e"] = guarded(
                     "e2e", lambda: asyncio.run(run_e2e(stack, urls, plan, progress))
                 )
+            if "worker" in cfg.suites:
+                from bench.worker_alone import run_worker_alone
+
+                def worker_alone() -> dict[str, Any]:
+                    def once() -> dict[str, Any]:
+                        return asyncio.run(
+                            run_worker_alone(
+                                stack,
+                                urls,
+                                cfg.worker_alone_jobs,
+                                cfg.e2e_in_flight[0],
+                                progress,
+                                cfg.timeout_s,
+                            )
+                        )
+
+                    if "e2e" not in cfg.suites:  # a cold broker compiles for the first ~10,000
+                        once()
+                    return once()
+
+                results["worker_alone"] = guarded("worker alone", worker_alone)
             if "sinks" in cfg.suites:
                 from bench.sinks import run_sinks_alone
 
