@@ -61,6 +61,27 @@ class Batch:
     acked: dict[str, float] = field(default_factory=dict)
 
 
+def encode_request(
+    codec: Codec, url: str, tenant: str, tier: str, max_tier: str
+) -> tuple[str, bytes]:
+    """A new job for ``url``: its id and its ScrapeRequest record (Avro)."""
+    job_id = str(uuid.uuid4())
+    value = codec.encode(
+        "ScrapeRequest",
+        {
+            "job_id": job_id,
+            "tenant": tenant,
+            "url": url,
+            "tier": tier,
+            "max_tier": max_tier,
+            "created_at": datetime.now(UTC),
+            "options": {},
+            "trace_id": job_id,
+        },
+    )
+    return job_id, value
+
+
 class Driver:
     """Produces jobs to a tier topic and watches their results; an async context manager."""
 
@@ -124,21 +145,7 @@ class Driver:
         """Called once per job's first result record (subclasses keep what they need)."""
 
     def _request(self, url: str, tenant: str) -> tuple[str, bytes]:
-        job_id = str(uuid.uuid4())
-        value = self.codec.encode(
-            "ScrapeRequest",
-            {
-                "job_id": job_id,
-                "tenant": tenant,
-                "url": url,
-                "tier": self.tier,
-                "max_tier": self.max_tier,
-                "created_at": datetime.now(UTC),
-                "options": {},
-                "trace_id": job_id,
-            },
-        )
-        return job_id, value
+        return encode_request(self.codec, url, tenant, self.tier, self.max_tier)
 
     async def submit_many(self, urls: list[str], tenant: str) -> Batch:
         """Produce one job per URL as fast as the producer takes them."""

@@ -268,21 +268,17 @@ def main(argv: list[str] | None = None) -> int:
                 from bench.worker_alone import run_worker_alone
 
                 def worker_alone() -> dict[str, Any]:
-                    def once() -> dict[str, Any]:
-                        return asyncio.run(
-                            run_worker_alone(
-                                stack,
-                                urls,
-                                cfg.worker_alone_jobs,
-                                cfg.e2e_in_flight[0],
-                                progress,
-                                cfg.timeout_s,
-                            )
+                    return asyncio.run(
+                        run_worker_alone(
+                            stack,
+                            urls,
+                            cfg.worker_alone_jobs,
+                            cfg.e2e_in_flight[0],
+                            progress,
+                            cfg.timeout_s,
+                            warm_up="e2e" not in cfg.suites,  # else the e2e rounds warmed it
                         )
-
-                    if "e2e" not in cfg.suites:  # a cold broker compiles for the first ~10,000
-                        once()
-                    return once()
+                    )
 
                 results["worker_alone"] = guarded("worker alone", worker_alone)
             if "sinks" in cfg.suites:

@@ -82,9 +82,10 @@ def _metering(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _produce(
+async def prefill(
     kafka: KafkaConfig, records: Iterator[tuple[str, bytes, bytes]], total: int, progress: Progress
 ) -> float:
+    """Produce (topic, key, value) records with a batching producer; returns the seconds taken."""
     kwargs = {**producer_kwargs(kafka, "bench-prefill"), "linger_ms": 20}
     t0 = time.monotonic()
     async with AIOKafkaProducer(**kwargs) as producer:
@@ -217,7 +218,7 @@ async def run_sinks_alone(
             yield topics.metering, key, codec.encode("Metering", _metering(r))
 
     progress.phase(f"sinks alone: pre-filling {2 * pg_events:,} events (results + metering)")
-    produce_s = await _produce(kafka, pg_records(), 2 * pg_events, progress)
+    produce_s = await prefill(kafka, pg_records(), 2 * pg_events, progress)
     progress.phase("sinks alone: PostgreSQL")
     pg = await _run_sink(
         stack,
@@ -245,7 +246,7 @@ async def run_sinks_alone(
             yield topics.results, r["job_id"].encode(), codec.encode("ScrapeResult", r)
 
     progress.phase(f"sinks alone: pre-filling {object_events:,} results with content")
-    produce_s = await _produce(kafka, obj_records(), object_events, progress)
+    produce_s = await prefill(kafka, obj_records(), object_events, progress)
     progress.phase("sinks alone: object storage (+ job rows)")
     obj = await _run_sink(stack, prefix, tenant, {"jobs": object_events}, progress, 300)
     obj["prefill_seconds"] = round(produce_s, 2)

@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from datetime import UTC, datetime
+from collections.abc import Iterator
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
+from bench.e2e import encode_request
 from bench.procs import cpu_seconds
 from bench.progress import Progress
+from bench.sinks import prefill
 from bench.stack import BenchStack
 from schemas import Codec, site_key
-from schemas.kafka import producer_kwargs
 
 
 async def run_worker_alone(
@@ -33,33 +33,36 @@ async def run_worker_alone(
     in_flight: int,
     progress: Progress,
     timeout_s: float = 300.0,
+    warm_up: bool = False,
+) -> dict[str, Any]:
+    """One measured round; ``warm_up`` runs a throwaway round first (a cold broker spends much
+    of its CPU compiling for the first ~10,000 jobs)."""
+    if warm_up:
+        await _round(stack, urls, jobs, in_flight, progress, timeout_s)
+    return await _round(stack, urls, jobs, in_flight, progress, timeout_s)
+
+
+async def _round(
+    stack: BenchStack,
+    urls: list[str],
+    jobs: int,
+    in_flight: int,
+    progress: Progress,
+    timeout_s: float,
 ) -> dict[str, Any]:
     codec = Codec()
     prefix = await stack.new_prefix("worker")
     kafka = stack.kafka_config(prefix)
     topic = kafka.topics.tier("http")
-    progress.phase(f"http worker alone: pre-filling {jobs:,} jobs")
-    prefill = {**producer_kwargs(kafka, "bench-prefill"), "linger_ms": 20}
-    async with AIOKafkaProducer(**prefill) as p:
-        pending = []
-        for i in range(jobs):
-            url, job_id = urls[i % len(urls)], str(uuid.uuid4())
-            value = codec.encode(
-                "ScrapeRequest",
-                {
-                    "job_id": job_id,
-                    "tenant": "bench-worker-alone",
-                    "url": url,
-                    "tier": "http",
-                    "max_tier": "http",
-                    "created_at": datetime.now(UTC),
-                    "options": {},
-                    "trace_id": job_id,
-                },
-            )
-            pending.append(await p.send(topic, value, key=site_key(url).encode()))
-        await asyncio.gather(*pending)
 
+    def records() -> Iterator[tuple[str, bytes, bytes]]:
+        for i in range(jobs):
+            url = urls[i % len(urls)]
+            _, value = encode_request(codec, url, "bench-worker-alone", "http", "http")
+            yield topic, site_key(url).encode(), value
+
+    progress.phase(f"http worker alone: pre-filling {jobs:,} jobs")
+    await prefill(kafka, records(), jobs, progress)
     progress.phase(f"http worker alone: {jobs:,} jobs, max_in_flight={in_flight}")
     env = stack.env(prefix, SCRAPIFIE_WORKER__MAX_IN_FLIGHT=str(in_flight))
     worker = stack.spawn(f"worker-alone-{in_flight}", ["worker", "--tier", "http"], env)

@@ -97,13 +97,12 @@ class TierProcessor:
         self._rng = random.Random()
         # Label children resolved once: ``labels()`` takes a lock and hashes its arguments on
         # every call, several times per job.
-        m = metrics
-        self._m_progress = m.jobs_in_progress.labels(tier)
-        self._m_in_flight = m.in_flight.labels(tier)
-        self._m_fetch_seconds = m.fetch_seconds.labels(tier)
-        self._m_fetched_bytes = m.fetched_bytes.labels(tier)
+        self._m_progress = metrics.jobs_in_progress.labels(tier)
+        self._m_in_flight = metrics.in_flight.labels(tier)
+        self._m_fetch_seconds = metrics.fetch_seconds.labels(tier)
+        self._m_fetched_bytes = metrics.fetched_bytes.labels(tier)
         self._m_outcomes: dict[tuple[str, str], Any] = {}
-        self._m_results = {s: m.results.labels(tier, s) for s in ("succeeded", "failed")}
+        self._m_results = {s: metrics.results.labels(tier, s) for s in ("succeeded", "failed")}
 
     async def handle(self, rec: InputRecord) -> None:
         progress = self._m_progress

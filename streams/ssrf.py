@@ -139,10 +139,7 @@ class EgressGuard:
         answers: list[tuple[int, str]] = []
         for family, _type, _proto, _name, sockaddr in infos:
             address = str(sockaddr[0]).split("%", 1)[0]
-            ip = ip_literal(address)
-            if ip is None:
-                raise TransientError(ErrorCode.DNS_ERROR, f"DNS answer {address!r} is no address")
-            self.check_ip(host, ip, port)
+            self.check_ip(host, ipaddress.ip_address(address), port)
             if (family, address) not in answers:
                 answers.append((family, address))
         if not answers:
