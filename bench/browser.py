@@ -19,6 +19,10 @@ HTML, no subresources: nothing but the document to load and render):
    is the result's ``duration_ms`` (the worker's time for the job: robots check, context, render,
    close), and submit → result is kept too (it includes waiting in Kafka).
 
+At the headline concurrency the raw new-context loop and the tier then run ``trials - 1`` more
+times each (full runs: 3 in all), alternating which of the two goes first; the goal compares
+the median rates. One run of either differs from the next by up to ~10% on this machine.
+
 Raw loops run in a subprocess of their own (``python -m bench.browser --mode new|reused ...``,
 printing one JSON object). Memory is sampled from /proc every 0.5 s for every process tree
 (``bench.procs.TreeSampler``): RSS by role (the Python process, Playwright's node driver, the
@@ -37,6 +41,7 @@ import asyncio
 import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -65,6 +70,9 @@ class BrowserPlan:
     concurrency: list[int]  # the first is the headline (the goal's) concurrency
     memory_pages: int  # 0: no memory run
     timeout_s: float = 600.0
+    # Runs of the raw new-context loop and of the tier at the headline concurrency, interleaved;
+    # the goal compares their medians. One run each differs by up to ~10% from the next.
+    trials: int = 1
 
     def warmup_pages(self, concurrency: int) -> int:
         return max(2 * concurrency, 10)  # >= 5: every site's robots.txt is fetched in warm-up
@@ -158,6 +166,14 @@ def measure_browser(
             f"tier / raw new-context {row['ratio_tier_to_raw_new']}x, "
             f"tier / raw reused {row['ratio_tier_to_raw_reused']}x"
         )
+        if c == plan.concurrency[0] and plan.trials > 1:
+            systems: dict[str, Callable[[int], dict[str, Any]]] = {
+                "raw_new_context": partial(
+                    _raw_run, c, urls_file, warm_file, plan.timeout_s, _ours(stack)
+                ),
+                "tier": partial(_tier_run, stack, measured, warm, c, plan.timeout_s, progress),
+            }
+            row["trials"] = _trials(row, plan.trials, systems, attempt, progress)
         out["rounds"].append(row)
     if plan.memory_pages:
         n = plan.memory_pages
@@ -176,6 +192,49 @@ def measure_browser(
                 f"PSS by half {_mbs(m['memory'].get('peak_pss_all_by_half'))}"
             )
     return out
+
+
+def _raw_run(*args: Any) -> dict[str, Any]:
+    """Run ``i`` (the last argument, unused: runs are alike) of the raw new-context loop."""
+    return _run_raw("new", *args[:-1])
+
+
+def _tier_run(*args: Any) -> dict[str, Any]:
+    """Run ``i`` (the last argument) of the tier, on a topic prefix of its own."""
+    stack, urls, warm, c, timeout_s, progress, i = args
+    return _tier(stack, urls, warm, c, f"c{c}-run{i}", timeout_s, progress)
+
+
+def _trials(
+    row: dict[str, Any],
+    n: int,
+    systems: dict[str, Callable[[int], dict[str, Any]]],
+    attempt: Callable[[str, Callable[[], dict[str, Any]]], dict[str, Any]],
+    progress: Progress,
+) -> dict[str, Any]:
+    """Runs 2..n of each of ``systems`` (run 1 is already in ``row``), alternating which goes
+    first, and the ratio of the tier's median rate to the raw loop's."""
+    rates: dict[str, list[float | None]] = {k: [row[k].get("pages_per_s")] for k in systems}
+    c = row["concurrency"]
+    for i in range(2, n + 1):
+        order = list(systems) if i % 2 else list(reversed(systems))
+        for key in order:
+            progress.phase(f"browser: {key.replace('_', ' ')}, {c} at once, run {i} of {n}")
+            r = attempt(f"{key} @{c} run {i}", partial(systems[key], i))
+            rates[key].append(r.get("pages_per_s"))
+            progress.info(_line(r))
+    medians = {k: median_rate(v) for k, v in rates.items()}
+    tier, raw = medians["tier"], medians["raw_new_context"]
+    out = {"runs": n, "pages_per_s": rates, "median_pages_per_s": medians}
+    out["ratio_tier_to_raw_new"] = round(tier / raw, 3) if tier and raw else None
+    progress.info(f"tier / raw new-context, medians of {n} runs: {out['ratio_tier_to_raw_new']}x")
+    return out
+
+
+def median_rate(rates: list[float | None]) -> float | None:
+    """Median of the runs that produced a rate; None when none did (a failed run has none)."""
+    done = [r for r in rates if r]
+    return round(statistics.median(done), 2) if done else None
 
 
 def _mbs(values: list[int] | None) -> str:

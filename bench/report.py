@@ -18,6 +18,10 @@ RAW_LABELS = {
 }
 
 
+def _rates(rates: list[float | None]) -> str:
+    return " / ".join(_num(r, 1) for r in rates)
+
+
 def _mb(n: int | None) -> str:
     return "—" if not n else f"{n / 1e6:,.0f} MB"
 
@@ -526,6 +530,19 @@ def _browser_section(results: dict[str, Any]) -> list[str]:
                 f"{_mb(python)} / {_mb(_mem(x, 'peak_rss_bytes', 'chromium_tree'))} | "
                 f"{_mb(_mem(x, 'peak_pss_bytes', 'all'))} |"
             )
+    for r in b["rounds"]:
+        t = r.get("trials")
+        if t:
+            runs = t["pages_per_s"]
+            med = t["median_pages_per_s"]
+            lines += [
+                "",
+                f"**{r['concurrency']} at once, {t['runs']} runs each** (the rows above are run 1; "
+                "then the two systems alternate which goes first), pages/s: raw new-context "
+                f"{_rates(runs['raw_new_context'])} (median {_num(med['raw_new_context'], 1)}), "
+                f"tier {_rates(runs['tier'])} (median {_num(med['tier'], 1)}); tier / raw "
+                f"new-context, medians: **{_num(t['ratio_tier_to_raw_new'], 2)}x**.",
+            ]
     fails = [
         f"{r['concurrency']} at once: {r['tier'].get('failed', 0)} failed "
         f"{r['tier'].get('error_codes') or ''}"
