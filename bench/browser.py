@@ -215,6 +215,7 @@ def _trials(
     """Runs 2..n of each of ``systems`` (run 1 is already in ``row``), alternating which goes
     first, and the ratio of the tier's median rate to the raw loop's."""
     rates: dict[str, list[float | None]] = {k: [row[k].get("pages_per_s")] for k in systems}
+    later: dict[str, list[dict[str, Any]]] = {k: [] for k in systems}  # runs 2..n in full
     c = row["concurrency"]
     for i in range(2, n + 1):
         order = list(systems) if i % 2 else list(reversed(systems))
@@ -222,10 +223,11 @@ def _trials(
             progress.phase(f"browser: {key.replace('_', ' ')}, {c} at once, run {i} of {n}")
             r = attempt(f"{key} @{c} run {i}", partial(systems[key], i))
             rates[key].append(r.get("pages_per_s"))
+            later[key].append(r)
             progress.info(_line(r))
     medians = {k: median_rate(v) for k, v in rates.items()}
     tier, raw = medians["tier"], medians["raw_new_context"]
-    out = {"runs": n, "pages_per_s": rates, "median_pages_per_s": medians}
+    out = {"runs": n, "pages_per_s": rates, "median_pages_per_s": medians, "later_runs": later}
     out["ratio_tier_to_raw_new"] = round(tier / raw, 3) if tier and raw else None
     progress.info(f"tier / raw new-context, medians of {n} runs: {out['ratio_tier_to_raw_new']}x")
     return out
