@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # One image for every Scrapifie process; the command picks the role:
-#   docker run scrapifie worker --tier http | sink | gateway | topics --create | migrate | tenants --add NAME
+#   docker run scrapifie worker --tier http|browser|stealth | sink | gateway | topics --create | migrate | tenants --add NAME
 # Settings come from the environment (SCRAPIFIE_*, nested with "__"); see docker-compose.yml.
 FROM python:3.11-slim-bookworm
 
@@ -8,6 +8,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# Chromium for the browser and stealth tiers: Debian's headless shell, the binary BrowserConfig
+# launches by default (/usr/bin/chromium-headless-shell; Playwright downloads no browser here),
+# and a font family so text renders with real metrics.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends chromium-headless-shell fonts-liberation \
+    && rm -rf /var/lib/apt/lists/*
 
 # Only what the wheel is built from (pyproject's packages + the readme it names), so local state
 # (.venv, .data, caches) never reaches the image even without a .dockerignore.
