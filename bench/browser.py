@@ -167,12 +167,9 @@ def measure_browser(
             f"tier / raw reused {row['ratio_tier_to_raw_reused']}x"
         )
         if c == plan.concurrency[0] and plan.trials > 1:
-            systems: dict[str, Callable[[int], dict[str, Any]]] = {
-                "raw_new_context": partial(
-                    _raw_run, c, urls_file, warm_file, plan.timeout_s, _ours(stack)
-                ),
-                "tier": partial(_tier_run, stack, measured, warm, c, plan.timeout_s, progress),
-            }
+            systems = _headline_systems(
+                stack, measured, warm, c, urls_file, warm_file, plan, progress
+            )
             row["trials"] = _trials(row, plan.trials, systems, attempt, progress)
         out["rounds"].append(row)
     if plan.memory_pages:
@@ -194,15 +191,25 @@ def measure_browser(
     return out
 
 
-def _raw_run(*args: Any) -> dict[str, Any]:
-    """Run ``i`` (the last argument, unused: runs are alike) of the raw new-context loop."""
-    return _run_raw("new", *args[:-1])
+def _headline_systems(
+    stack: BenchStack,
+    urls: list[str],
+    warm: list[str],
+    c: int,
+    urls_file: Path,
+    warm_file: Path,
+    plan: BrowserPlan,
+    progress: Progress,
+) -> dict[str, Callable[[int], dict[str, Any]]]:
+    """Run ``i`` of the raw new-context loop and of the tier (on a topic prefix of its own)."""
 
+    def raw(i: int) -> dict[str, Any]:
+        return _run_raw("new", c, urls_file, warm_file, plan.timeout_s, _ours(stack))
 
-def _tier_run(*args: Any) -> dict[str, Any]:
-    """Run ``i`` (the last argument) of the tier, on a topic prefix of its own."""
-    stack, urls, warm, c, timeout_s, progress, i = args
-    return _tier(stack, urls, warm, c, f"c{c}-run{i}", timeout_s, progress)
+    def tier(i: int) -> dict[str, Any]:
+        return _tier(stack, urls, warm, c, f"c{c}-run{i}", plan.timeout_s, progress)
+
+    return {"raw_new_context": raw, "tier": tier}
 
 
 def _trials(

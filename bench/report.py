@@ -18,8 +18,9 @@ RAW_LABELS = {
 }
 
 
-def _rates(rates: list[float | None]) -> str:
-    return " / ".join(_num(r, 1) for r in rates)
+def runs_text(rates: list[float | None]) -> str:
+    """Pages/s of repeated runs, in order ("failed" for a run without a rate)."""
+    return " / ".join("failed" if r is None else f"{r:,.1f}" for r in rates)
 
 
 def _mb(n: int | None) -> str:
@@ -539,8 +540,8 @@ def _browser_section(results: dict[str, Any]) -> list[str]:
                 "",
                 f"**{r['concurrency']} at once, {t['runs']} runs each** (the rows above are run 1; "
                 "then the two systems alternate which goes first), pages/s: raw new-context "
-                f"{_rates(runs['raw_new_context'])} (median {_num(med['raw_new_context'], 1)}), "
-                f"tier {_rates(runs['tier'])} (median {_num(med['tier'], 1)}); tier / raw "
+                f"{runs_text(runs['raw_new_context'])} (median {_num(med['raw_new_context'], 1)}), "
+                f"tier {runs_text(runs['tier'])} (median {_num(med['tier'], 1)}); tier / raw "
                 f"new-context, medians: **{_num(t['ratio_tier_to_raw_new'], 2)}x**.",
             ]
     fails = [

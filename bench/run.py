@@ -28,7 +28,7 @@ from bench import RESULTS_SCHEMA_VERSION
 from bench.browser import BrowserPlan, measure_browser
 from bench.procs import loadavg, machine_busy_pct
 from bench.progress import Progress
-from bench.report import BROWSER_HEADLINE_CONCURRENCY, HEADLINE_CONCURRENCY, write
+from bench.report import BROWSER_HEADLINE_CONCURRENCY, HEADLINE_CONCURRENCY, runs_text, write
 from bench.target import HOSTS, SIZES, Nginx, build_corpus, nginx_binary
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -511,22 +511,20 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _runs(rates: list[float | None]) -> str:
-    return " / ".join("failed" if r is None else f"{r:,.1f}" for r in rates)
-
-
 def _browser_headline(head: dict[str, Any]) -> tuple[float, str] | None:
     """The tier / raw new-context ratio at the goal's concurrency, and how it was measured:
     the medians of the interleaved runs when there were several, else the one run."""
     trials = head.get("trials") or {}
-    if trials.get("ratio_tier_to_raw_new"):
+    several = bool(trials.get("ratio_tier_to_raw_new"))
+    if several:
         ratio = trials["ratio_tier_to_raw_new"]
         tier = trials["median_pages_per_s"]["tier"]
         raw = trials["median_pages_per_s"]["raw_new_context"]
         runs = trials["pages_per_s"]
         detail = (
             f"{ratio:.2f}x, medians of {trials['runs']} interleaved runs ({tier:,.1f} vs "
-            f"{raw:,.1f} pages/s; tier {_runs(runs['tier'])}, raw {_runs(runs['raw_new_context'])}"
+            f"{raw:,.1f} pages/s; tier {runs_text(runs['tier'])}, "
+            f"raw {runs_text(runs['raw_new_context'])}"
         )
     elif head.get("ratio_tier_to_raw_new"):
         ratio = head["ratio_tier_to_raw_new"]
@@ -538,7 +536,7 @@ def _browser_headline(head: dict[str, Any]) -> tuple[float, str] | None:
     reused = head.get("ratio_tier_to_raw_reused")
     full = (head.get("raw_new_context_full_chromium") or {}).get("pages_per_s")
     if reused:
-        run = "first run " if trials.get("ratio_tier_to_raw_new") else ""
+        run = "first run " if several else ""
         detail += f"; {run}vs reused contexts {reused:.2f}x"
     if full:
         detail += f"; vs the loop on the full Chromium {tier / full:.2f}x"
