@@ -8,9 +8,12 @@ This module detects; it never tries to get around anything.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+import ahocorasick_rs
 
 SCAN_BYTES = 128 * 1024  # login and JS-shell checks
 WALL_SCAN_BYTES = 16 * 1024  # bot-wall markers: challenge pages are small
@@ -62,6 +65,19 @@ BOT_WALL_MARKERS: tuple[Marker, ...] = (
     ),
 )
 
+
+def _any_of(needles: list[str]) -> ahocorasick_rs.BytesAhoCorasick:
+    """One automaton for several substrings. Only "is any of them there" is asked of it, which
+    every match kind answers; leftmost-first lets it use a vectorised prefilter (~5x faster)."""
+    return ahocorasick_rs.BytesAhoCorasick(
+        sorted({n.encode() for n in needles}), matchkind=ahocorasick_rs.MatchKind.LeftmostFirst
+    )
+
+
+# Every hint of every marker: a page without any of them (nearly every page) is cleared in one
+# pass over its head, instead of a substring search per hint (~20x the CPU).
+_WALL_HINTS = _any_of([h for m in BOT_WALL_MARKERS for h in m.hints])
+
 LOGIN_PATHS = re.compile(
     r"/(login|signin|sign-in|sign_in|auth|account/login|users/sign_in)\b", re.I
 )
@@ -71,11 +87,13 @@ _SCRIPT_OR_STYLE = re.compile(r"<(script|style|noscript|template)\b[\s\S]*?</\1\
 _TAG = re.compile(r"<[^>]+>")
 # Signs of a page that JavaScript fills in: an empty app root, or words asking for JavaScript.
 # Separate searches, not one alternation: each then scans with a literal prefix (~5x faster
-# over a 30 KB page, and this runs on every 2xx page of the http tier).
-_JS_APP_ROOT = re.compile(
-    r"<div[^>]+id=[\"'](root|app|__next|___gatsby|svelte)[\"'][^>]*>\s*</div>"
-)
+# over a 30 KB page than an alternation).
+_JS_APP_IDS = ("root", "app", "__next", "___gatsby", "svelte")
+_JS_APP_ROOT = re.compile(r"<div[^>]+id=[\"'](" + "|".join(_JS_APP_IDS) + r")[\"'][^>]*>\s*</div>")
 _JS_WORDS = ("<noscript>", "enable javascript", "requires javascript")
+# A page that has_js_app_hint() says yes to contains one of these (the app root's id= as the
+# regex spells it), so the http tier's 2xx pages without any skip the decode and the regex.
+_JS_HINTS = _any_of([*_JS_WORDS, *(f"id={q}{i}{q}" for i in _JS_APP_IDS for q in "\"'")])
 
 
 def has_js_app_hint(text: str) -> bool:
@@ -93,19 +111,54 @@ class Verdict:
         return self.kind != "content"
 
 
+def _charset(content_type: str | None) -> str:
+    if content_type and "charset=" in content_type.lower():
+        return content_type.lower().split("charset=", 1)[1].split(";")[0].strip(" \"'") or "utf-8"
+    return "utf-8"
+
+
 def decode_for_scan(body: bytes, content_type: str | None) -> str:
     """Text for marker scanning: the declared charset if Python knows it, else UTF-8; never
     raises on invalid bytes."""
-    charset = "utf-8"
-    if content_type and "charset=" in content_type.lower():
-        charset = (
-            content_type.lower().split("charset=", 1)[1].split(";")[0].strip(" \"'") or "utf-8"
-        )
     head = body[:SCAN_BYTES]
     try:
-        return head.decode(charset, errors="replace")
+        return head.decode(_charset(content_type), errors="replace")
     except LookupError:
         return head.decode("utf-8", errors="replace")
+
+
+@functools.lru_cache(maxsize=64)
+def _ascii_compatible(charset: str) -> bool:
+    """Whether ASCII text keeps its bytes in ``charset`` (UTF-8, Latin-1, cp1252, GBK…), so an
+    ASCII marker can be searched for in the raw bytes."""
+    probe = "<title>Just a moment...</title> cf-chl-_PXHD|#"
+    try:
+        return probe.encode(charset) == probe.encode("ascii")
+    except (LookupError, UnicodeError):
+        return False
+
+
+def _may_have_js_app_hint(body: bytes, content_type: str | None) -> bool:
+    """False only when has_js_app_hint() of the page is sure to be False: one cheap pass."""
+    if not _ascii_compatible(_charset(content_type)):
+        return True
+    return bool(_JS_HINTS.find_matches_as_indexes(body[:SCAN_BYTES].lower()))
+
+
+def bot_wall_marker(body: bytes, content_type: str | None) -> str | None:
+    """The first of BOT_WALL_MARKERS found in the lower-cased head of an HTML page, if any."""
+    raw = body[:WALL_SCAN_BYTES]
+    charset = _charset(content_type)
+    if _ascii_compatible(charset) and not _WALL_HINTS.find_matches_as_indexes(raw.lower()):
+        return None  # no marker's hint is there, so no marker can match
+    try:
+        head = raw.decode(charset, errors="replace").lower()
+    except LookupError:
+        head = raw.decode("utf-8", errors="replace").lower()
+    for marker in BOT_WALL_MARKERS:
+        if any(h in head for h in marker.hints) and marker.pattern.search(head):
+            return marker.name
+    return None
 
 
 def visible_text_length(html: str) -> int:
@@ -126,24 +179,23 @@ def inspect(
 ) -> Verdict:
     """Classify a response body. Pure; looks at the first 128 KiB."""
     is_html = content_type is None or "html" in content_type.lower()
-    text = decode_for_scan(body, content_type).lower() if is_html else ""
-    head = text[:WALL_SCAN_BYTES]
-    for marker in BOT_WALL_MARKERS:
-        if any(h in head for h in marker.hints) and marker.pattern.search(head):
-            return Verdict("bot_wall", marker.name)
+    if is_html:
+        marker = bot_wall_marker(body, content_type)
+        if marker is not None:
+            return Verdict("bot_wall", marker)
     if status == 401:
         return Verdict("login_wall", "http_401")
-    if is_html and text:
-        moved_to_login = LOGIN_PATHS.search(
-            urlsplit(final_url).path or ""
-        ) and not LOGIN_PATHS.search(urlsplit(url).path or "")
-        if moved_to_login and PASSWORD_FORM.search(text):
+    if not is_html or not body:
+        return Verdict("content")
+    text: str | None = None  # the lower-cased page, decoded only when a check needs it
+    if LOGIN_PATHS.search(urlsplit(final_url).path or "") and not LOGIN_PATHS.search(
+        urlsplit(url).path or ""
+    ):
+        text = decode_for_scan(body, content_type).lower()
+        if PASSWORD_FORM.search(text):
             return Verdict("login_wall", "redirected_to_login")
-        if (
-            tier == "http"
-            and 200 <= status < 300
-            and has_js_app_hint(text)
-            and visible_text_length(text) < min_text_chars
-        ):
+    if tier == "http" and 200 <= status < 300 and _may_have_js_app_hint(body, content_type):
+        text = text if text is not None else decode_for_scan(body, content_type).lower()
+        if has_js_app_hint(text) and visible_text_length(text) < min_text_chars:
             return Verdict("js_shell", "empty_js_shell")
     return Verdict("content")
