@@ -15,6 +15,16 @@ created. When it does wait (its agent's buffer is full), the rest of it goes thr
 own ``wait_first``, so a rebalance that suspends the flow still abandons the wait exactly as
 before. The code stepped eagerly runs with the fetch loop's task as the current task; Faust's
 delivery path neither reads the current task nor opens ``asyncio.timeout`` scopes.
+
+The agent side has the same kind of cost: Faust's stream iterator (the compiled
+``faust._cython.streams.StreamIterator.next`` and ``Stream._py_aiter``) awaits
+``asyncio.sleep(0)`` before every event, so an agent takes at most one event per turn of the
+event loop. Under load a turn of the http worker's loop lasts ~2 ms (it serves the fetches and
+Kafka acknowledgements of every job in flight), so the agent took ~450 events/s: the window of
+``max_in_flight`` jobs stayed ~1/4 full (8-23 of 64) while 256 fetched records waited in the
+agent's buffer. :func:`yield_every` makes that ``sleep(0)`` suspend only every Nth time; the
+agents still yield at least that often, and whenever their own awaits (a full window, a send)
+wait.
 """
 
 from __future__ import annotations
@@ -95,3 +105,52 @@ class EagerConsumer(faust_aiokafka.Consumer):
 
 class EagerTransport(faust_aiokafka.Transport):
     Consumer = EagerConsumer
+
+
+class _Ready:
+    """An awaitable that is done at once: awaiting it does not suspend."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        return
+        yield  # a generator that returns at once
+
+
+_READY = _Ready()
+
+
+class _EveryNthSleep:
+    """``asyncio.sleep`` for Faust's stream iterator: ``sleep(0)`` suspends every ``n``-th
+    call; any other call (a delay, a result) is asyncio's own."""
+
+    __slots__ = ("_count", "n")
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self._count = 0
+
+    def __call__(self, delay: float, result: Any = None) -> Any:
+        if delay == 0 and result is None:
+            self._count += 1
+            if self._count % self.n:
+                return _READY
+        return asyncio.sleep(delay, result)
+
+
+def yield_every(n: int) -> bool:
+    """Make Faust's compiled stream iterator yield to the event loop once per ``n`` events
+    instead of once per event (process-wide; idempotent). False when Faust runs its pure-Python
+    iterator (no compiled extension), which is left as it is."""
+    try:
+        from faust._cython import streams as compiled
+    except ImportError:
+        return False
+    current = getattr(compiled, "sleep", None)
+    if isinstance(current, _EveryNthSleep):
+        current.n = n
+        return True
+    if current is not asyncio.sleep:
+        return False  # not the module this was written against: leave it alone
+    compiled.sleep = _EveryNthSleep(n)
+    return True

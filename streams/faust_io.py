@@ -8,7 +8,12 @@ import faust
 
 from schemas import headers as hdr
 from schemas.kafka import EventProducer, KafkaConfig
-from streams.faust_eager import EagerTransport
+from streams.faust_eager import EagerTransport, yield_every
+
+# Events an agent may take from its buffer before its stream yields to the event loop (Faust
+# yields before every event; see faust_eager.py). A tier worker's window of max_in_flight
+# jobs bounds what one turn can start anyway.
+STREAM_YIELD_EVERY = 32
 
 
 def raw_topic(app: faust.App, name: str) -> Any:
@@ -60,7 +65,8 @@ def new_app(
     ``CONSUMER_GROUP_INSTANCE_ID``...), ahead of the arguments given here; ``env={}`` turns
     that off so that only ``SCRAPIFIE_*`` settings configure our processes.
 
-    Its consumer hands records to the agents eagerly (see faust_eager.py)."""
+    Its consumer hands records to the agents eagerly, and its streams yield to the event loop
+    every STREAM_YIELD_EVERY events instead of every event (see faust_eager.py)."""
     app = faust.App(
         app_id,
         env={},
@@ -77,4 +83,5 @@ def new_app(
         **settings,
     )
     app.transport = EagerTransport(app.conf.broker_consumer, app)
+    yield_every(STREAM_YIELD_EVERY)
     return app

@@ -1,16 +1,24 @@
 """The eager hand-over of fetched records (streams/faust_eager.py): same results as Faust's
-``wait_first``, without tasks when the callback does not wait."""
+``wait_first``, without tasks when the callback does not wait; and the stream iterator's
+``sleep(0)`` that suspends only every Nth event."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from schemas.kafka import KafkaConfig
-from streams.faust_eager import EagerConsumer, EagerTransport, step_eagerly
+from streams.faust_eager import (
+    EagerConsumer,
+    EagerTransport,
+    _EveryNthSleep,
+    step_eagerly,
+    yield_every,
+)
 from streams.faust_io import new_app
 
 pytestmark = pytest.mark.unit
@@ -135,3 +143,42 @@ async def test_a_delivery_that_waits_completes_when_its_buffer_frees(
     buffer_has_room.set()
     result = await asyncio.wait_for(call, 5)
     assert result.results == ["delivered"]
+
+
+def _suspends(aw: Any) -> bool:
+    """Whether awaiting ``aw`` would suspend the awaiting task."""
+
+    async def wait() -> None:
+        await aw
+
+    coro = wait()
+    finished, rest = step_eagerly(coro)
+    if not finished:
+        rest.close()
+    return not finished
+
+
+async def test_the_stream_sleep_suspends_only_every_nth_zero_sleep() -> None:
+    sleep = _EveryNthSleep(4)
+    assert [_suspends(sleep(0)) for _ in range(8)] == [False, False, False, True] * 2
+    # Any real delay is asyncio's own sleep, which suspends.
+    assert _suspends(sleep(0.001))
+    assert await sleep(0) is None
+    assert await sleep(0, "kept") == "kept"  # asyncio's, when a result is asked for
+
+
+async def test_yield_every_patches_fausts_compiled_stream_iterator_once() -> None:
+    from faust._cython import streams as compiled
+
+    original = compiled.sleep
+    try:
+        compiled.sleep = asyncio.sleep
+        assert yield_every(32)
+        installed = compiled.sleep
+        assert isinstance(installed, _EveryNthSleep) and installed.n == 32
+        assert yield_every(8)  # again: the same object, new n
+        assert compiled.sleep is installed and installed.n == 8
+        compiled.sleep = object()  # a Faust this was not written against: left alone
+        assert not yield_every(32)
+    finally:
+        compiled.sleep = original
