@@ -1,12 +1,15 @@
-"""schemas.kafka._acknowledged: when a send counts as acknowledged, failed, or must be redone."""
+"""schemas.kafka: when a send counts as acknowledged, failed, or must be redone; and where a
+keyed record goes."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 
-from schemas.kafka import _acknowledged
+from schemas.kafka import _acknowledged, partition_for
 
 pytestmark = pytest.mark.unit
 
@@ -60,3 +63,20 @@ async def test_cancelling_the_wait_leaves_no_callbacks() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert not retired._callbacks and not futures[0]._callbacks
+
+
+def test_the_partitioner_places_keys_as_kafkas_default_does() -> None:
+    """Consumers of our topics rely on Kafka's key → partition mapping (keys of one job or one
+    site land together, and Java producers agree); remembering hashes must not change it."""
+    rng = random.Random(7)
+    for n in (1, 3, 6, 12):
+        partitions = list(range(n))
+        keys = [rng.randbytes(rng.randint(0, 40)) for _ in range(300)] + [b"example.com"] * 3
+        for key in keys:
+            assert partition_for(key, partitions, partitions) == DefaultPartitioner()(
+                key, partitions, partitions
+            )
+    # Known value from Kafka's Java client: murmur2(b"21") = -973932308.
+    assert partition_for(b"21", list(range(100)), []) == (-973932308 & 0x7FFFFFFF) % 100
+    # No key: any available partition.
+    assert partition_for(None, [0, 1, 2], [2]) == 2
