@@ -1,8 +1,13 @@
 """The target: a generated corpus of HTML pages served by nginx on several 127.0.0.x addresses.
 
 Every address is its own site (an IP literal is its own registrable domain, ``schemas.site_key``),
-so jobs spread over several tier-topic partitions and no per-site limit dominates. Linux routes
-all of 127.0.0.0/8 to loopback, so 127.0.0.2-6 need no configuration.
+so jobs spread over the tier topic's partitions and no per-site limit dominates. Linux routes
+all of 127.0.0.0/8 to loopback, so 127.0.0.2-17 need no configuration.
+
+Why 16 sites: tier topics are keyed by site, so a worker process gets whole sites. Kafka's key
+hashing put the 5 sites used before on 4 of the 6 partitions (two on one), and in the
+two-worker round one worker was assigned 400 of the 2,000 jobs: it measured that split, not the
+second worker. 16 sites land 3/3/3/3/2/2 on the partitions.
 
 nginx runs in the foreground (``daemon off``) as our child, from a config generated in a temp
 dir: no access log, keep-alive connections reused for up to 100,000 requests, no gzip.
@@ -23,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6")
+HOSTS = tuple(f"127.0.0.{i}" for i in range(2, 18))
 # (body size in bytes, weight): mostly 20 KB like the reference figures, some small, some large.
 SIZES = ((2 * 1024, 3), (20 * 1024, 5), (100 * 1024, 2))
 
