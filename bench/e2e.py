@@ -265,6 +265,36 @@ def count_files(root: Path) -> int:
     return sum(len(files) for _, _, files in os.walk(root))
 
 
+async def wait_assigned(
+    ports: list[int], topic: str, partitions: int, timeout_s: float = 90.0
+) -> list[int]:
+    """Wait until the workers behind ``ports`` own all ``partitions`` of ``topic`` between them,
+    each at least one (their ``scrapifie_assigned_partitions`` gauges); returns each worker's
+    count. Raises after ``timeout_s``: a round on part of the workers would measure that."""
+    import aiohttp
+
+    prefix = f'scrapifie_assigned_partitions{{topic="{topic}"}} '
+    counts = [0] * len(ports)
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        while True:
+            for i, port in enumerate(ports):
+                counts[i] = 0
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                        for line in (await resp.text()).splitlines():
+                            if line.startswith(prefix):
+                                counts[i] = int(float(line.rsplit(" ", 1)[1]))
+            if sum(counts) == partitions and all(counts):
+                return counts
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"workers own {counts} partitions of {topic} after {timeout_s:g}s "
+                    f"(expected {partitions} between them, each at least one)"
+                )
+            await asyncio.sleep(0.2)
+
+
 class InFlightSampler:
     """Samples the worker's ``scrapifie_fetches_in_flight`` and ``scrapifie_jobs_in_progress``
     gauges from its /metrics endpoint (every 0.5 s: rendering the metrics costs the worker CPU
@@ -377,6 +407,15 @@ class _Round:
     def objects_root(self) -> Path:
         return self.stack.workdir / "data" / "objects"
 
+    @property
+    def tier_topic(self) -> str:
+        return self.stack.kafka_config(self.prefix).topics.tier("http")
+
+    @property
+    def tier_partitions(self) -> int:
+        topics = self.stack.kafka_config(self.prefix).topics
+        return next(spec.partitions for name, spec in topics.all() if name == self.tier_topic)
+
     async def _batch(
         self, urls: list[str], tenant: str, timeout_s: float
     ) -> tuple[Batch, dict[str, Any]]:
@@ -400,24 +439,31 @@ class _Round:
         worker = self.stack.spawn(f"worker-{tag}", ["worker", "--tier", "http"], env, wrapper)
         # More worker processes share the tier topic's partitions (one per core is how the tier
         # scales: a worker is one Python thread). Each needs its own member id and metrics port.
-        extra = [
-            self.stack.spawn(
-                f"worker-{tag}-{n}",
-                ["worker", "--tier", "http"],
-                {
-                    **env,
-                    "SCRAPIFIE_WORKER__INSTANCE_ID": f"bench-{tag}-{n}",
-                    "SCRAPIFIE_WORKER_METRICS_PORT": str(free_port()),
-                },
+        ports = [int(env["SCRAPIFIE_WORKER_METRICS_PORT"])]
+        extra = []
+        for n in range(2, self.workers + 1):
+            ports.append(free_port())
+            extra.append(
+                self.stack.spawn(
+                    f"worker-{tag}-{n}",
+                    ["worker", "--tier", "http"],
+                    {
+                        **env,
+                        "SCRAPIFIE_WORKER__INSTANCE_ID": f"bench-{tag}-{n}",
+                        "SCRAPIFIE_WORKER_METRICS_PORT": str(ports[-1]),
+                    },
+                )
             )
-            for n in range(2, self.workers + 1)
-        ]
         out: dict[str, Any] = {"max_in_flight": mif, "workers": self.workers}
         try:
             self.progress.phase(
                 f"e2e [{tag}]: worker start, warm-up with {self.plan.warmup_jobs} jobs"
             )
             self.driver.watch = [worker, *extra, self.sink]
+            # Every worker must own part of the tier topic before a round: one that joins late
+            # triggers a rebalance mid-round and leaves the round to the others (seen: 600
+            # instead of 1,000 pages/s, the late worker doing 360 of 2,000 jobs).
+            await wait_assigned(ports, self.tier_topic, self.tier_partitions)
             _, warm = await self._batch(
                 self.urls[: self.plan.warmup_jobs], f"bench-warmup-{tag}", WARMUP_TIMEOUT_S
             )
@@ -429,6 +475,9 @@ class _Round:
             if latency:  # the first round
                 out["broker_warmup"] = await self._warm_broker()
                 out["latency"] = await self._latency()
+            out["assigned_partitions"] = await wait_assigned(
+                ports, self.tier_topic, self.tier_partitions
+            )
             self.progress.phase(f"e2e [{tag}]: {len(self.urls):,} jobs at once")
             tenant = f"bench-c{tag}"
             await self.stack.add_tenant(tenant)

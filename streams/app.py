@@ -69,6 +69,18 @@ def build_app(
         capacity = cfg.browsers * cfg.contexts_per_browser + cfg.persistent_contexts
         in_flight = min(in_flight, capacity)
     metrics = StreamMetrics(registry)
+    consumed = [topics.tier(tier), *(topics.delay(tier, seconds) for seconds in DELAYS_S)]
+
+    def count_assigned(_sender: Any, /, *args: Any, signal: Any, **_kwargs: Any) -> None:
+        """After each rebalance: how many partitions of each topic this worker now owns (a
+        worker that owns none does no work; the bench waits until every worker owns some)."""
+        assigned: set[Any] = args[0] if args else set()
+        for topic in consumed:
+            metrics.assigned_partitions.labels(topic).set(
+                sum(1 for tp in assigned if tp.topic == topic)
+            )
+
+    app.on_partitions_assigned.connect(count_assigned)
 
     async def process(stream: Any) -> None:
         codec = default_codec()

@@ -36,6 +36,12 @@ class StreamMetrics:
             ["tier"],
             registry=registry,
         )
+        self.assigned_partitions = Gauge(
+            "scrapifie_assigned_partitions",
+            "Partitions of each topic this process consumes, as of its latest rebalance.",
+            ["topic"],
+            registry=registry,
+        )
         self.dlq = Counter(
             "scrapifie_dlq_total",
             "Records sent to the DLQ.",
