@@ -117,14 +117,18 @@ def _charset(content_type: str | None) -> str:
     return "utf-8"
 
 
-def decode_for_scan(body: bytes, content_type: str | None) -> str:
-    """Text for marker scanning: the declared charset if Python knows it, else UTF-8; never
-    raises on invalid bytes."""
-    head = body[:SCAN_BYTES]
+def _decode(data: bytes, charset: str) -> str:
+    """``data`` in ``charset`` if Python knows it, else UTF-8; never raises on invalid bytes."""
     try:
-        return head.decode(_charset(content_type), errors="replace")
+        return data.decode(charset, errors="replace")
     except LookupError:
-        return head.decode("utf-8", errors="replace")
+        return data.decode("utf-8", errors="replace")
+
+
+def decode_for_scan(body: bytes, content_type: str | None) -> str:
+    """Text for marker scanning: the first SCAN_BYTES in the declared charset if Python knows
+    it, else UTF-8; never raises on invalid bytes."""
+    return _decode(body[:SCAN_BYTES], _charset(content_type))
 
 
 @functools.lru_cache(maxsize=64)
@@ -138,23 +142,19 @@ def _ascii_compatible(charset: str) -> bool:
         return False
 
 
-def _may_have_js_app_hint(body: bytes, content_type: str | None) -> bool:
+def _may_have_js_app_hint(body: bytes, charset: str) -> bool:
     """False only when has_js_app_hint() of the page is sure to be False: one cheap pass."""
-    if not _ascii_compatible(_charset(content_type)):
+    if not _ascii_compatible(charset):
         return True
     return bool(_JS_HINTS.find_matches_as_indexes(body[:SCAN_BYTES].lower()))
 
 
-def bot_wall_marker(body: bytes, content_type: str | None) -> str | None:
+def _bot_wall_marker(body: bytes, charset: str) -> str | None:
     """The first of BOT_WALL_MARKERS found in the lower-cased head of an HTML page, if any."""
     raw = body[:WALL_SCAN_BYTES]
-    charset = _charset(content_type)
     if _ascii_compatible(charset) and not _WALL_HINTS.find_matches_as_indexes(raw.lower()):
         return None  # no marker's hint is there, so no marker can match
-    try:
-        head = raw.decode(charset, errors="replace").lower()
-    except LookupError:
-        head = raw.decode("utf-8", errors="replace").lower()
+    head = _decode(raw, charset).lower()
     for marker in BOT_WALL_MARKERS:
         if any(h in head for h in marker.hints) and marker.pattern.search(head):
             return marker.name
@@ -179,8 +179,9 @@ def inspect(
 ) -> Verdict:
     """Classify a response body. Pure; looks at the first 128 KiB."""
     is_html = content_type is None or "html" in content_type.lower()
+    charset = _charset(content_type)
     if is_html:
-        marker = bot_wall_marker(body, content_type)
+        marker = _bot_wall_marker(body, charset)
         if marker is not None:
             return Verdict("bot_wall", marker)
     if status == 401:
@@ -191,11 +192,11 @@ def inspect(
     if LOGIN_PATHS.search(urlsplit(final_url).path or "") and not LOGIN_PATHS.search(
         urlsplit(url).path or ""
     ):
-        text = decode_for_scan(body, content_type).lower()
+        text = _decode(body[:SCAN_BYTES], charset).lower()
         if PASSWORD_FORM.search(text):
             return Verdict("login_wall", "redirected_to_login")
-    if tier == "http" and 200 <= status < 300 and _may_have_js_app_hint(body, content_type):
-        text = text if text is not None else decode_for_scan(body, content_type).lower()
+    if tier == "http" and 200 <= status < 300 and _may_have_js_app_hint(body, charset):
+        text = text if text is not None else _decode(body[:SCAN_BYTES], charset).lower()
         if has_js_app_hint(text) and visible_text_length(text) < min_text_chars:
             return Verdict("js_shell", "empty_js_shell")
     return Verdict("content")
