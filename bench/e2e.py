@@ -265,6 +265,20 @@ def count_files(root: Path) -> int:
     return sum(len(files) for _, _, files in os.walk(root))
 
 
+async def scrape_gauges(session: Any, port: int) -> dict[str, float]:
+    """A process's Prometheus samples by series (``name{labels}``); empty if it did not answer."""
+    import aiohttp
+
+    samples: dict[str, float] = {}
+    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+        async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+            for line in (await resp.text()).splitlines():
+                if line and not line.startswith("#"):
+                    series, _, value = line.rpartition(" ")
+                    samples[series] = float(value)
+    return samples
+
+
 async def wait_assigned(
     ports: list[int], topic: str, partitions: int, timeout_s: float = 90.0
 ) -> list[int]:
@@ -273,18 +287,11 @@ async def wait_assigned(
     count. Raises after ``timeout_s``: a round on part of the workers would measure that."""
     import aiohttp
 
-    prefix = f'scrapifie_assigned_partitions{{topic="{topic}"}} '
-    counts = [0] * len(ports)
+    series = f'scrapifie_assigned_partitions{{topic="{topic}"}}'
     deadline = time.monotonic() + timeout_s
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
         while True:
-            for i, port in enumerate(ports):
-                counts[i] = 0
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
-                        for line in (await resp.text()).splitlines():
-                            if line.startswith(prefix):
-                                counts[i] = int(float(line.rsplit(" ", 1)[1]))
+            counts = [int((await scrape_gauges(session, p)).get(series, 0)) for p in ports]
             if sum(counts) == partitions and all(counts):
                 return counts
             if time.monotonic() > deadline:
@@ -301,7 +308,7 @@ class InFlightSampler:
     too). Fetches are the fetch step alone; jobs include waiting for Kafka's acknowledgement."""
 
     def __init__(self, port: int, interval_s: float = 0.5) -> None:
-        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.port = port
         self.interval_s = interval_s
         self.samples: list[float] = []
         self.jobs: list[float] = []
@@ -312,13 +319,11 @@ class InFlightSampler:
 
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
             while True:
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with session.get(self.url) as resp:
-                        for line in (await resp.text()).splitlines():
-                            if line.startswith("scrapifie_fetches_in_flight{"):
-                                self.samples.append(float(line.rsplit(" ", 1)[1]))
-                            elif line.startswith("scrapifie_jobs_in_progress{"):
-                                self.jobs.append(float(line.rsplit(" ", 1)[1]))
+                for series, value in (await scrape_gauges(session, self.port)).items():
+                    if series.startswith("scrapifie_fetches_in_flight{"):
+                        self.samples.append(value)
+                    elif series.startswith("scrapifie_jobs_in_progress{"):
+                        self.jobs.append(value)
                 await asyncio.sleep(self.interval_s)
 
     def start(self) -> None:
@@ -407,14 +412,11 @@ class _Round:
     def objects_root(self) -> Path:
         return self.stack.workdir / "data" / "objects"
 
-    @property
-    def tier_topic(self) -> str:
-        return self.stack.kafka_config(self.prefix).topics.tier("http")
-
-    @property
-    def tier_partitions(self) -> int:
+    def tier_topic(self) -> tuple[str, int]:
+        """The http tier topic's name and partition count."""
         topics = self.stack.kafka_config(self.prefix).topics
-        return next(spec.partitions for name, spec in topics.all() if name == self.tier_topic)
+        name = topics.tier("http")
+        return name, next(spec.partitions for n, spec in topics.all() if n == name)
 
     async def _batch(
         self, urls: list[str], tenant: str, timeout_s: float
@@ -463,7 +465,7 @@ class _Round:
             # Every worker must own part of the tier topic before a round: one that joins late
             # triggers a rebalance mid-round and leaves the round to the others (seen: 600
             # instead of 1,000 pages/s, the late worker doing 360 of 2,000 jobs).
-            await wait_assigned(ports, self.tier_topic, self.tier_partitions)
+            await wait_assigned(ports, *self.tier_topic())
             _, warm = await self._batch(
                 self.urls[: self.plan.warmup_jobs], f"bench-warmup-{tag}", WARMUP_TIMEOUT_S
             )
@@ -475,9 +477,7 @@ class _Round:
             if latency:  # the first round
                 out["broker_warmup"] = await self._warm_broker()
                 out["latency"] = await self._latency()
-            out["assigned_partitions"] = await wait_assigned(
-                ports, self.tier_topic, self.tier_partitions
-            )
+            out["assigned_partitions"] = await wait_assigned(ports, *self.tier_topic())
             self.progress.phase(f"e2e [{tag}]: {len(self.urls):,} jobs at once")
             tenant = f"bench-c{tag}"
             await self.stack.add_tenant(tenant)
