@@ -5,7 +5,7 @@ Run in a subprocess per measurement (a fresh interpreter, nothing else on its ev
     python -m bench.clients --client aiohttp --concurrency 64 --urls urls.txt
 
 Clients: ``aiohttp`` and ``httpx`` (plain, default settings), and ``fetcher``: the http tier's
-own HttpFetcher (httpx API over its aiohttp transport, SSRF guard, bounded decoding) without
+own HttpFetcher (aiohttp transport, SSRF guard, redirects by hand, bounded decoding) without
 Kafka or the worker around it.
 
 ``concurrency`` tasks share one iterator over the URL list; each fetches a URL and reads the

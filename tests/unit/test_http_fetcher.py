@@ -435,3 +435,53 @@ async def test_other_transport_errors_are_transient(exc: httpx.HTTPError) -> Non
         ErrorCode.TIMEOUT if isinstance(exc, httpx.TimeoutException) else ErrorCode.CONNECTION_ERROR
     )
     assert err.code is expected
+
+
+# --- what the fetcher sends and keeps ----------------------------------------------------------
+
+
+async def test_a_job_cannot_set_the_host_header() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["host"])
+        return reply(200)
+
+    await fetch(handler, url="http://example.test/", headers={"Host": "internal.test"})
+    assert seen == ["example.test"]
+
+
+async def test_a_jobs_header_replaces_a_default_whatever_its_case() -> None:
+    seen: list[list[tuple[str, str]]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append([(k, v) for k, v in request.headers.multi_items() if k == "accept"])
+        return reply(200)
+
+    await fetch(handler, headers={"ACCEPT": "text/html"})
+    assert seen == [[("accept", "text/html")]]
+
+
+async def test_repeated_response_headers_are_joined() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        headers = [("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"), ("Vary", "Accept")]
+        return httpx.Response(200, headers=headers, stream=Stream([]))
+
+    resp = await fetch(handler)
+    assert resp.headers["set-cookie"] == "a=1, b=2"
+    assert resp.headers["vary"] == "Accept"
+
+
+async def test_unparseable_url_is_invalid_url() -> None:
+    err = await fetch_error(lambda r: reply(200), url="http://[::1/")
+    assert isinstance(err, FatalError)
+    assert err.code is ErrorCode.INVALID_URL
+
+
+@pytest.mark.parametrize(
+    "location", ["http://[bad/", "http://a b/", "http://user:pw@example.test/"]
+)
+async def test_redirect_to_an_unusable_url_is_invalid_url(location: str) -> None:
+    err = await fetch_error(lambda r: reply(302, headers={"Location": location}))
+    assert isinstance(err, FatalError)
+    assert err.code is ErrorCode.INVALID_URL
