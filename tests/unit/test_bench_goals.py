@@ -1,0 +1,43 @@
+"""bench.run: the vs-Scrapy goal compares equal fetches in flight, decided on the most workers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bench.run import goals, scrapy_ratios
+
+pytestmark = pytest.mark.unit
+
+
+def e2e(workers: int, in_flight: int, rows: float) -> dict[str, Any]:
+    return {"workers": workers, "max_in_flight": in_flight, "row_pages_per_s": rows}
+
+
+SCRAPY = {64: 600.0, 128: 500.0}
+
+
+def test_each_round_is_compared_with_scrapy_at_its_total_in_flight() -> None:
+    rounds = [e2e(2, 64, 1000.0), e2e(1, 64, 900.0), e2e(1, 200, 950.0)]
+    assert scrapy_ratios(rounds, SCRAPY) == [
+        (1, 64, 900.0, 600.0, 1.5),
+        (2, 128, 1000.0, 500.0, 2.0),
+    ]  # 200 in flight: Scrapy was not measured there
+
+
+def test_the_goal_is_decided_on_the_round_with_most_workers() -> None:
+    results = {
+        "e2e": {"throughput": [e2e(1, 64, 600.0), e2e(2, 64, 740.0)]},
+        "scrapy": [{"concurrency": c, "pages_per_s": v} for c, v in SCRAPY.items()],
+    }
+    (goal,) = [g for g in goals(results) if "Scrapy" in g["goal"]]
+    assert goal["met"] is False  # 740 / 500 = 1.48x, though one worker alone is 1.0x
+    assert goal["measured"].startswith("1.48x (2 workers at 64 vs Scrapy at 128")
+    assert "1 worker at 64 vs Scrapy at 64: 1.00x" in goal["measured"]
+
+
+def test_without_scrapy_at_a_matching_concurrency_it_is_not_measured() -> None:
+    results = {"e2e": {"throughput": [e2e(2, 64, 740.0)]}, "scrapy": []}
+    (goal,) = [g for g in goals(results) if "Scrapy" in g["goal"]]
+    assert goal["met"] is None
