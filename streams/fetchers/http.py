@@ -24,7 +24,7 @@ from schemas import ErrorCode
 from schemas.urls import InvalidURL, validate_url
 from streams.config import FetchConfig
 from streams.decompress import BoundedDecoder, TooLarge, parse_content_encoding
-from streams.errors import FatalError, FetchError, TransientError
+from streams.errors import FatalError, TransientError
 from streams.fetchers.base import FetchRequest, FetchResponse
 from streams.fetchers.transport import AiohttpTransport, HttpxTransport, Reply, Transport
 from streams.ssrf import EgressGuard
@@ -87,11 +87,6 @@ class HttpFetcher:
             raise TransientError(
                 ErrorCode.TIMEOUT, f"no complete response within {timeout_s:g}s"
             ) from exc
-        except FetchError:
-            raise
-        except (ValueError, idna.IDNAError, UnicodeError) as exc:
-            # yarl refusing a URL or a redirect target (ValueError covers UnicodeError).
-            raise FatalError(ErrorCode.INVALID_URL, f"invalid URL: {exc}") from exc
 
     def _request_headers(self, request: FetchRequest) -> Mapping[str, str]:
         if not request.headers:
@@ -104,7 +99,7 @@ class HttpFetcher:
 
     async def _fetch(self, request: FetchRequest) -> FetchResponse:
         cap = request.max_body_bytes or self._config.max_body_bytes
-        url = URL(request.url)
+        url = _parse(request.url)
         headers = self._request_headers(request)
         jar: httpx.Cookies | None = None  # this job's own: cookies set along its redirects
         for hop in range(self._config.max_redirects + 1):
@@ -133,6 +128,13 @@ class HttpFetcher:
         )
 
 
+def _parse(url: str) -> URL:
+    try:
+        return URL(url)
+    except (ValueError, idna.IDNAError) as exc:  # UnicodeError is a ValueError
+        raise FatalError(ErrorCode.INVALID_URL, f"invalid URL: {exc}") from exc
+
+
 def _origin(url: URL) -> tuple[str, str | None, int | None]:
     return (url.scheme, url.raw_host, url.port)
 
@@ -140,7 +142,7 @@ def _origin(url: URL) -> tuple[str, str | None, int | None]:
 def _next_hop(current: URL, location: str) -> URL:
     """The redirect target, held to the rules of a job's URL (http(s), a valid host, no
     user:password@)."""
-    nxt = current.join(URL(location))
+    nxt = current.join(_parse(location))
     if nxt.scheme not in ("http", "https"):
         raise FatalError(ErrorCode.INVALID_URL, f"redirect to unsupported scheme {nxt.scheme!r}")
     try:
