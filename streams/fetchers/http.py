@@ -16,7 +16,6 @@ from types import TracebackType
 from typing import Self
 
 import httpx
-import idna
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -131,7 +130,7 @@ class HttpFetcher:
 def _parse(url: str) -> URL:
     try:
         return URL(url)
-    except (ValueError, idna.IDNAError) as exc:  # UnicodeError is a ValueError
+    except ValueError as exc:  # idna's and other UnicodeErrors included
         raise FatalError(ErrorCode.INVALID_URL, f"invalid URL: {exc}") from exc
 
 
@@ -143,8 +142,6 @@ def _next_hop(current: URL, location: str) -> URL:
     """The redirect target, held to the rules of a job's URL (http(s), a valid host, no
     user:password@)."""
     nxt = current.join(_parse(location))
-    if nxt.scheme not in ("http", "https"):
-        raise FatalError(ErrorCode.INVALID_URL, f"redirect to unsupported scheme {nxt.scheme!r}")
     try:
         return URL(validate_url(str(nxt)), encoded=True)
     except InvalidURL as exc:

@@ -33,22 +33,15 @@ PROXY_EXTENSION = "scrapifie.proxy"  # request extension: proxy URL for this req
 
 
 class GuardResolver(AbstractResolver):
-    """aiohttp resolver returning only addresses the guard accepts. Proxy endpoints configured by
-    the operator are trusted and resolved without the check."""
+    """aiohttp resolver returning only addresses the guard accepts."""
 
-    def __init__(self, guard: EgressGuard, trusted: set[tuple[str, int]] | None = None) -> None:
+    def __init__(self, guard: EgressGuard) -> None:
         self._guard = guard
-        self.trusted = trusted if trusted is not None else set()
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
-        if (host, port) in self.trusted:
-            loop = asyncio.get_running_loop()
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            answers: list[tuple[int, str]] = [(f, str(a[0])) for f, _t, _p, _n, a in infos]
-        else:
-            answers = await self._guard.resolve(host, port)
+        answers = await self._guard.resolve(host, port)
         return [
             {"hostname": host, "host": addr, "port": port, "family": fam, "proto": 0, "flags": 0}
             for fam, addr in answers
@@ -126,10 +119,6 @@ class AiohttpTransport:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
-
-    def trust_proxy(self, proxy_url: str) -> None:
-        url = URL(proxy_url)
-        self.resolver.trusted.add((url.raw_host or "", url.port or 80))
 
     async def send(self, url: URL, headers: Mapping[str, str], proxy: str | None) -> Reply:
         host = url.raw_host or ""
