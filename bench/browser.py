@@ -14,10 +14,12 @@ HTML, no subresources: nothing but the document to load and render):
 3. **the browser tier end to end**: ``python -m scrapifie worker --tier browser`` (one Chromium
    with C contexts: ``SCRAPIFIE_BROWSER__BROWSERS=1``, ``CONTEXTS_PER_BROWSER=C``,
    ``SCRAPIFIE_WORKER__MAX_IN_FLIGHT=C``; browsers still recycled every ``pages_per_browser``
-   pages as in production). After a warm-up, ScrapeRequest records for every URL go at once to
-   ``scrape.browser``; rate = URLs / (first submit → last ``scrape.results`` record). Page time
-   is the result's ``duration_ms`` (the worker's time for the job: robots check, context, render,
-   close), and submit → result is kept too (it includes waiting in Kafka).
+   pages and contexts kept for ``jobs_per_context`` jobs of a tenant, cookies cleared between
+   them, as in production: the bench's jobs are all one tenant's). After a warm-up,
+   ScrapeRequest records for every URL go at once to ``scrape.browser``; rate = URLs / (first
+   submit → last ``scrape.results`` record). Page time is the result's ``duration_ms`` (the
+   worker's time for the job: robots check, context, render, close), and submit → result is
+   kept too (it includes waiting in Kafka).
 
 At the headline concurrency the raw new-context loop and the tier then run ``trials - 1`` more
 times each (full runs: 3 in all), alternating which of the two goes first; the goal compares

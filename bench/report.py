@@ -501,7 +501,8 @@ def _browser_section(results: dict[str, Any]) -> list[str]:
         f" runs {b.get('full_chromium') or 'the full browser'}, the issue's reference). Raw loops:"
         " one Chromium, N tasks; page time = "
         "context (or page) open → `goto` (load) → `content()` → close. Tier: `scrapifie worker "
-        "--tier browser` with one Chromium x N contexts, every URL produced at once to "
+        "--tier browser` with one Chromium x N jobs at once (contexts kept for 20 jobs of one "
+        "tenant, pages closed and cookies cleared between jobs), every URL produced at once to "
         "`scrape.browser`, rate = first submit → last `scrape.results` record; page time = the "
         "result's `duration_ms` (the worker's time for the job).",
         "",

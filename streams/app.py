@@ -25,7 +25,7 @@ from streams.config import FetchConfig, WorkerConfig
 from streams.egress import EgressConfig, EgressFetcher, EgressPools
 from streams.faust_io import dead_letter, event_headers, new_app, raw_topic
 from streams.fetchers.http import HttpFetcher
-from streams.metrics import StreamMetrics
+from streams.metrics import BrowserPoolCollector, StreamMetrics
 from streams.ordered import OrderedAcks
 from streams.politeness import RobotsCache, SiteLimiter
 from streams.processor import InputRecord, TierProcessor
@@ -89,6 +89,10 @@ def build_app(
             EventProducer(kafka, f"worker-{tier}") as producer,
             _fetcher(tier, fetch, browser) as fetcher,
         ):
+            pool_metrics = None
+            if tier != "http":
+                pool_metrics = BrowserPoolCollector(tier, fetcher.pool.stats)
+                registry.register(pool_metrics)
             limiter = SiteLimiter(
                 worker.site_default, worker.site_limits, max_delay_s=worker.max_site_delay_s
             )
@@ -130,6 +134,8 @@ def build_app(
             finally:
                 # Unfinished handlers are cancelled unacked: they are re-delivered later.
                 await window.cancel()
+                if pool_metrics is not None:
+                    registry.unregister(pool_metrics)
 
     app.agent(source, name=f"{tier}-processor", concurrency=1)(process)
     for seconds in DELAYS_S:

@@ -1,11 +1,18 @@
-"""A pool of Chromium processes (Playwright) handing out one fresh browser context per job.
+"""A pool of Chromium processes (Playwright) handing out browser contexts to jobs.
 
 Invariants:
-- every job gets its own :class:`BrowserContext` (no cookies, storage or cache shared between
-  jobs); the context is closed when the job ends, whatever happened;
-- at most ``contexts_per_browser`` contexts are open per browser and at most
+- :meth:`BrowserPool.context` gives a job a context of its own, closed when the job ends,
+  whatever happened;
+- :meth:`BrowserPool.keyed_context` gives a job a context that earlier jobs of the same key (the
+  browser tiers use tenant + egress proxy) may have used; a context never serves two keys.
+  Between two jobs its pages are closed and its cookies cleared; after ``jobs_per_context`` jobs,
+  a job that raised, or a failed clean-up it is closed. Idle kept contexts are at most
+  ``browsers * contexts_per_browser``, the least recently used closed first;
+- ephemeral contexts send ``Cache-Control: no-cache`` with every request, so a kept context's
+  HTTP cache never answers for the network (Chromium then fetches every time, measured);
+- at most ``contexts_per_browser`` jobs are in contexts per browser and at most
   ``browsers * contexts_per_browser`` in all; callers beyond that wait for a free slot;
-- a browser that has served ``pages_per_browser`` contexts takes no more work; it is closed
+- a browser that has served ``pages_per_browser`` jobs takes no more work; it is closed
   once its last job ends and a fresh one is launched on demand (Chromium leaks memory over time);
 - a browser that disconnects (crash, SIGKILL, OOM killer) is dropped at once: its jobs fail with
   :class:`BrowserCrashed` (transient: retry the same tier) and the next job launches a new one;
@@ -28,7 +35,8 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Hashable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -122,6 +130,18 @@ class BrowserConfig(BaseModel):
     pages_per_browser: int = Field(
         100, gt=0, description="Jobs one Chromium process serves before it is replaced."
     )
+    jobs_per_context: int = Field(
+        20,
+        gt=0,
+        description=(
+            "Jobs one browser context serves, one after another, for the same tenant (and egress"
+            " proxy) before it is closed; 1: a fresh context for every job. Pages and cookies"
+            " are cleared between jobs; origin storage (localStorage, IndexedDB) is not."
+        ),
+    )
+    idle_context_s: float = Field(
+        30.0, gt=0, description="How long a kept context may wait for its tenant's next job."
+    )
     persistent_contexts: int = Field(
         2, gt=0, description="Persistent profiles open at once (each is its own Chromium)."
     )
@@ -180,7 +200,8 @@ class PoolStats:
     persistent_launches: int = 0
     retired: int = 0
     crashed: int = 0
-    contexts: int = 0
+    contexts: int = 0  # contexts opened
+    reused: int = 0  # jobs served by a context an earlier job of the same key used
 
 
 @dataclass(eq=False, slots=True)
@@ -194,6 +215,26 @@ class _Slot:
     dead: bool = False  # disconnected
     closing: bool = False  # we asked it to close
     leases: set[_Lease] = field(default_factory=set)  # jobs inside a context now
+
+
+@dataclass(eq=False, slots=True)
+class _Kept:
+    """A context that serves the jobs of one key, one after another, with what the opener of
+    :meth:`BrowserPool.keyed_context` attached to it (closed after the context)."""
+
+    key: Hashable
+    slot: _Slot
+    ctx: BrowserContext
+    resources: contextlib.AsyncExitStack
+    attachment: Any
+    jobs: int = 0
+    idle_since: float = 0.0
+
+
+#: What :meth:`BrowserPool.keyed_context` calls to open a new context's resources: it enters
+#: them into the stack (closed after the context) and returns the context's proxy settings and
+#: the attachment the context's jobs get.
+Opener = Callable[[contextlib.AsyncExitStack], Awaitable[tuple[ProxySettings | None, Any]]]
 
 
 class _Lease:
@@ -266,6 +307,7 @@ class BrowserPool:
         self._launching = 0
         self._active = 0  # contexts open in all ephemeral browsers
         self._waiters: list[asyncio.Future[None]] = []
+        self._idle: list[_Kept] = []  # kept contexts between jobs, least recently used first
         self._bg: set[asyncio.Task[None]] = set()
         self._closed = False
         self._persistent_sem = asyncio.Semaphore(config.persistent_contexts)
@@ -273,6 +315,10 @@ class BrowserPool:
         self._persistent_open: set[BrowserContext] = set()
         self._tmp_profiles: Path | None = None
         self.stats = PoolStats()
+
+    @property
+    def config(self) -> BrowserConfig:
+        return self._config
 
     # lifecycle -----------------------------------------------------------------------------
 
@@ -293,6 +339,9 @@ class BrowserPool:
             return
         self._closed = True
         self._wake()
+        for kept in self._idle:
+            self._spawn(self._discard(kept))
+        self._idle.clear()
         for slot in list(self._all):
             self._close_later(slot)
         for ctx in list(self._persistent_open):
@@ -323,11 +372,11 @@ class BrowserPool:
         use a pool either with proxies for every job or for none.
         """
         lease = _Lease()
-        slot = await self._acquire(_browser_level(proxy, launch_proxy))
+        slot, _ = await self._acquire(_browser_level(proxy, launch_proxy))
         slot.leases.add(lease)
         try:
             with _crash_errors(lease):
-                options = self._context_options()
+                options = self._context_options(no_cache=True)
                 if proxy is not None:
                     options["proxy"] = proxy
                 ctx = await slot.browser.new_context(**options)
@@ -344,8 +393,116 @@ class BrowserPool:
             slot.leases.discard(lease)
             self._release(slot)
 
-    def _context_options(self) -> dict[str, Any]:
-        return {
+    @contextlib.asynccontextmanager
+    async def keyed_context(
+        self, key: Hashable, opener: Opener, launch_proxy: ProxySettings | None = None
+    ) -> AsyncIterator[tuple[BrowserContext, Any]]:
+        """A context for one job, kept for the next job of the same ``key`` (see the module's
+        invariants), and its attachment. A new context's proxy settings and attachment come
+        from ``opener``; ``launch_proxy``: browser-level settings for a browser launched now.
+
+        Errors as for :meth:`context`. A job that raises leaves its context closed, not kept.
+        """
+        lease = _Lease()
+        slot, kept = await self._acquire(launch_proxy, key)
+        slot.leases.add(lease)
+        keep = False
+        try:
+            with _crash_errors(lease):
+                if kept is None:
+                    kept = await self._open_kept(slot, key, opener)
+                else:
+                    self.stats.reused += 1
+                kept.jobs += 1
+                try:
+                    yield kept.ctx, kept.attachment
+                    keep = True
+                finally:
+                    lease.active = False
+                    keep = keep and not lease.gone
+        finally:
+            lease.active = False
+            slot.leases.discard(lease)
+            try:
+                if kept is not None:
+                    # Inline, like closing a fresh context: the next job of the key finds it.
+                    await (self._tidy(kept) if keep else self._discard(kept))
+            finally:
+                self._release(slot)
+
+    async def _open_kept(self, slot: _Slot, key: Hashable, opener: Opener) -> _Kept:
+        resources = contextlib.AsyncExitStack()
+        try:
+            proxy, attachment = await opener(resources)
+            options = self._context_options(no_cache=True)
+            if proxy is not None:
+                options["proxy"] = proxy
+            ctx = await slot.browser.new_context(**options)
+        except BaseException:
+            await resources.aclose()
+            raise
+        self.stats.contexts += 1
+        return _Kept(key, slot, ctx, resources, attachment)
+
+    async def _tidy(self, kept: _Kept) -> None:
+        """After a job: close its pages, clear cookies, then keep the context idle for the next
+        job of its key, or close it."""
+        ctx = kept.ctx
+        cleared = self._usable(kept.slot) and await self._close_quietly(
+            asyncio.gather(*(page.close() for page in ctx.pages), ctx.clear_cookies()),
+            "context's pages",
+        )
+        if (
+            not cleared
+            or self._closed
+            or not self._usable(kept.slot)
+            or kept.jobs >= self._config.jobs_per_context
+        ):
+            await self._discard(kept)
+            return
+        kept.idle_since = time.monotonic()
+        self._idle.append(kept)
+        self._trim_idle()
+
+    async def _discard(self, kept: _Kept) -> None:
+        """Close a kept context (unless its browser is going anyway), then its resources."""
+        if not (kept.slot.dead or kept.slot.closing):
+            await self._close_context(kept.ctx)
+        try:
+            await kept.resources.aclose()
+        except Exception:  # cleanup path: the jobs' outcomes are decided
+            log.exception("closing a browser context's resources failed")
+
+    def _usable(self, slot: _Slot) -> bool:
+        return not (slot.dead or slot.retiring or slot.closing)
+
+    def _pop_idle(self, key: Hashable) -> _Kept | None:
+        """The most recently used idle context of ``key`` in a browser with room, if any."""
+        self._trim_idle()
+        for i in range(len(self._idle) - 1, -1, -1):
+            kept = self._idle[i]
+            if kept.key == key and kept.slot.active < self._config.contexts_per_browser:
+                return self._idle.pop(i)
+        return None
+
+    def _trim_idle(self, slot: _Slot | None = None) -> None:
+        """Close idle contexts: those of ``slot`` (a browser going away), those idle longer
+        than ``idle_context_s`` or in a browser that takes no more work, and the least
+        recently used beyond the pool's context capacity."""
+        cap = self._config.browsers * self._config.contexts_per_browser
+        expired = time.monotonic() - self._config.idle_context_s
+        keep: list[_Kept] = []
+        for kept in self._idle:
+            if kept.slot is slot or not self._usable(kept.slot) or kept.idle_since < expired:
+                self._spawn(self._discard(kept))
+            else:
+                keep.append(kept)
+        for kept in keep[: max(0, len(keep) - cap)]:
+            self._spawn(self._discard(kept))
+        self._idle = keep[max(0, len(keep) - cap) :]
+
+    def _context_options(self, *, no_cache: bool = False) -> dict[str, Any]:
+        options: dict[str, Any] = {
             "user_agent": self._user_agent,
             "service_workers": "block",  # they would fetch outside page.route
             "accept_downloads": False,
@@ -354,11 +511,16 @@ class BrowserPool:
                 "height": self._config.viewport_height,
             },
         }
+        if no_cache:
+            # Chromium reads a request's no-cache as "fetch from the network": a kept context's
+            # HTTP cache (a page the tenant fetched before) never stands in for a fetch.
+            options["extra_http_headers"] = {"Cache-Control": "no-cache"}
+        return options
 
     async def _close_context(self, ctx: BrowserContext) -> bool:
         return await self._close_quietly(ctx.close(), "context")
 
-    async def _close_quietly(self, closing: Awaitable[None], what: str) -> bool:
+    async def _close_quietly(self, closing: Awaitable[object], what: str) -> bool:
         # Cleanup path only: the job's own outcome is already decided; a failure here is logged
         # and handled by retiring the browser, never by failing the job.
         try:
@@ -369,18 +531,26 @@ class BrowserPool:
             return False
         return True
 
-    async def _acquire(self, proxy: ProxySettings | None) -> _Slot:
+    async def _acquire(
+        self, proxy: ProxySettings | None, key: Hashable | None = None
+    ) -> tuple[_Slot, _Kept | None]:
+        """A browser with room for one more job, and an idle context of ``key`` in it if one
+        is kept. Waits while the pool is full."""
         cap = self._config.browsers * self._config.contexts_per_browser
         while True:
             if self._closed:
                 raise BrowserUnavailable("the browser pool is closed")
             if self._active + self._launching < cap:
+                kept = self._pop_idle(key) if key is not None else None
+                if kept is not None:
+                    self._take(kept.slot)
+                    return kept.slot, kept
                 slot = choose_slot(self._live, self._config.contexts_per_browser)
                 if slot is not None:
                     self._take(slot)
-                    return slot
+                    return slot, None
                 if len(self._live) + self._launching < self._config.browsers:
-                    return await self._launch_and_take(proxy)
+                    return await self._launch_and_take(proxy), None
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
@@ -446,6 +616,7 @@ class BrowserPool:
             self._live.remove(slot)
         if slot.active == 0:
             self._close_later(slot)
+        self._trim_idle(slot)
 
     def _on_disconnected(self, slot: _Slot) -> None:
         if not slot.closing:
@@ -454,6 +625,7 @@ class BrowserPool:
         slot.dead = True
         for lease in list(slot.leases):
             lease.browser_gone()
+        self._trim_idle(slot)
         self._all.discard(slot)
         if slot in self._live:
             self._live.remove(slot)

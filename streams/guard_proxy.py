@@ -165,6 +165,10 @@ class Lease:
     active: bool = True
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
+    def forget_failures(self) -> None:
+        """Start a new job on this lease: failures met so far were the earlier jobs'."""
+        self.failures.clear()
+
     def failure(self, host: str, port: int) -> FetchError | None:
         return self.failures.get((_norm_host(host), port))
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 
 class StreamMetrics:
@@ -84,3 +89,35 @@ class StreamMetrics:
             ["tier", "status"],
             registry=registry,
         )
+
+
+class BrowserPoolCollector(Collector):
+    """A browser tier's pool counters (``streams.browser_pool.PoolStats``), read at scrape
+    time: contexts opened, jobs served by a context kept for the tenant, Chromium launches,
+    recycled and crashed browsers."""
+
+    def __init__(self, tier: str, stats: Any) -> None:
+        self._tier = tier
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        s, tier = self._stats, self._tier
+        contexts = CounterMetricFamily(
+            "scrapifie_browser_contexts",
+            "Browser contexts opened, and jobs that ran in a context kept from an earlier job "
+            "of the same tenant (kind=reused).",
+            labels=["tier", "kind"],
+        )
+        contexts.add_metric([tier, "opened"], s.contexts)
+        contexts.add_metric([tier, "reused"], s.reused)
+        yield contexts
+        browsers = CounterMetricFamily(
+            "scrapifie_browser_processes",
+            "Chromium processes launched (ephemeral, persistent profile), recycled, crashed.",
+            labels=["tier", "event"],
+        )
+        browsers.add_metric([tier, "launched"], s.launches)
+        browsers.add_metric([tier, "launched_persistent"], s.persistent_launches)
+        browsers.add_metric([tier, "retired"], s.retired)
+        browsers.add_metric([tier, "crashed"], s.crashed)
+        yield browsers

@@ -338,9 +338,10 @@ class TierProcessor:
             screenshot=opts["screenshot"],
             block_resources=frozenset(opts["block_resources"]),
             egress_pool=opts["egress_pool"],
+            # The tenant keys the browser contexts its jobs share (never another tenant's).
             # Persistent profiles (cookies across a session's jobs) are the stealth tier's; with
             # them the session also pins its egress proxy. The browser tier ignores session_id.
-            tenant=job["tenant"] if stealth and opts["session_id"] else None,
+            tenant=job["tenant"],
             session_id=opts["session_id"] if stealth else None,
         )
 

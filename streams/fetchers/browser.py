@@ -1,8 +1,11 @@
 """The browser tiers: render a page in Chromium (Playwright) and return its HTML.
 
 Invariants:
-- one fresh browser context per job (``BrowserPool.context``), or the job's persistent profile
-  when it names a ``session_id`` (stealth tier); nothing else is shared between jobs;
+- a job runs in a context that only its tenant's jobs (through the same egress proxy) use
+  (``BrowserPool.keyed_context``: pages and cookies cleared between jobs, the HTTP cache never
+  answers for the network), or in the persistent profile of its ``session_id`` (stealth tier),
+  or in a fresh context when it has no tenant, or needs a route handler (below), or the pool
+  keeps no contexts (``jobs_per_context=1``). Nothing is ever shared between two tenants' jobs;
 - one overall deadline (``asyncio.timeout``) covers navigation, waits, content and screenshot;
   it starts once the job has a context (waiting for a free browser is the caller's queue);
 - every connection Chromium makes for a job goes through the guard proxy
@@ -39,12 +42,12 @@ from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
 from schemas import ErrorCode
-from streams.browser_pool import BrowserConfig, BrowserPool
+from streams.browser_pool import BrowserConfig, BrowserPool, Opener
 from streams.config import FetchConfig
 from streams.decompress import TooLarge
 from streams.errors import FatalError, FetchError, TransientError
 from streams.fetchers.base import Fetcher, FetchRequest, FetchResponse
-from streams.guard_proxy import GUARD_HEADER, GuardProxy, Lease
+from streams.guard_proxy import GUARD_HEADER, GuardProxy, Lease, ProxySettings
 from streams.ssrf import EgressGuard, SSRFBlocked
 
 log = logging.getLogger(__name__)
@@ -246,6 +249,14 @@ class _Job:
     lease: Lease | None = None  # the job's identity at the guard proxy
     navigations: list[tuple[str, int]] = field(default_factory=list)  # main-frame host:ports
 
+    @classmethod
+    def of(cls, request: BrowserRequest) -> _Job:
+        return cls(
+            url=request.url,
+            blocked=frozenset(request.block_resources),
+            headers={k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED},
+        )
+
     def guard_error(self) -> FetchError | None:
         """What the guard proxy met on the main frame's navigations: a refusal of any of them
         (redirect hops included) first, else the failure of the latest one, else None."""
@@ -317,11 +328,7 @@ class BrowserFetcher:
             raise FatalError(ErrorCode.INVALID_URL, f"unsupported scheme {scheme!r}")
         timeout_s = request.timeout_s or self._config.timeout_s
         cap = request.max_body_bytes or self._config.max_body_bytes
-        job = _Job(
-            url=request.url,
-            blocked=frozenset(request.block_resources),
-            headers={k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED},
-        )
+        job = _Job.of(request)
         try:
             async with self._context(request, job) as ctx:
                 async with asyncio.timeout(timeout_s):
@@ -354,8 +361,19 @@ class BrowserFetcher:
 
     @contextlib.asynccontextmanager
     async def _context(self, request: BrowserRequest, job: _Job) -> AsyncIterator[BrowserContext]:
-        """The job's browser context, behind the guard proxy under a lease of its own (through
-        the job's egress proxy, if any). The lease ends after the context is closed."""
+        """The job's browser context, behind the guard proxy under the context's lease (through
+        the job's egress proxy, if any). A lease ends after its context is closed."""
+        if self._keeps_context(request, job):
+            key = (request.tenant, request.proxy)
+            launch: ProxySettings = {"server": self._proxy.server, "bypass": "<-loopback>"}
+            async with self._pool.keyed_context(key, self._open_lease(request.proxy), launch) as (
+                ctx,
+                lease,
+            ):
+                lease.forget_failures()  # what the context's earlier jobs met is theirs
+                job.lease = lease
+                yield ctx
+            return
         async with self._proxy.lease(request.proxy) as lease:
             job.lease = lease
             proxy = lease.proxy_settings()
@@ -367,6 +385,24 @@ class BrowserFetcher:
                 context = self._pool.context(proxy=proxy, launch_proxy=self._proxy.server)
             async with context as ctx:
                 yield ctx
+
+    def _keeps_context(self, request: BrowserRequest, job: _Job) -> bool:
+        """Whether the job may run in a context its tenant's earlier jobs used: not with a
+        persistent profile, nor with a route handler (it is installed on the whole context)."""
+        return (
+            self._pool.config.jobs_per_context > 1
+            and bool(request.tenant)
+            and request.session_id is None
+            and not job.blocked
+            and not job.headers
+        )
+
+    def _open_lease(self, upstream: str | None) -> Opener:
+        async def open_lease(stack: contextlib.AsyncExitStack) -> tuple[ProxySettings, Lease]:
+            lease = await stack.enter_async_context(self._proxy.lease(upstream))
+            return lease.proxy_settings(), lease
+
+        return open_lease
 
     async def _allow(self, url: str) -> bool:
         """Whether a page may request ``url``: every request Playwright routes (documents,

@@ -59,6 +59,14 @@ setTimeout(function () {
     "/cookies": """<!doctype html><html><body><pre id="c"></pre>
 <script>document.getElementById("c").textContent = "cookies=[" + document.cookie + "]";</script>
 </body></html>""",
+    # Reports what localStorage held for the site before the page ran; ?set=V stores V.
+    "/storage": """<!doctype html><html><body><pre id="s"></pre>
+<script>
+var before = localStorage.getItem("k") || "";
+var v = new URLSearchParams(location.search).get("set");
+if (v) localStorage.setItem("k", v);
+document.getElementById("s").textContent = "storage=[" + before + "]";
+</script></body></html>""",
     "/guarded-image": """<!doctype html><html><body><p>has a denied image</p>
 <img src="/img/denied.png"></body></html>""",
     "/slow": """<!doctype html><html><body><p>slow page</p></body></html>""",
@@ -134,6 +142,13 @@ class _Handler(BaseHTTPRequestHandler):
                     ("Set-Cookie", "sess=s1; Path=/"),
                     ("Set-Cookie", "keep=k1; Path=/; Max-Age=3600"),
                 ],
+            )
+        elif path == "/cacheable":  # a browser may answer it from its cache for an hour
+            self._send(
+                200,
+                b"<!doctype html><html><body>cacheable</body></html>",
+                "text/html; charset=utf-8",
+                [("Cache-Control", "max-age=3600")],
             )
         elif path == "/headers":
             seen = {k.lower(): v for k, v in self.headers.items()}

@@ -184,6 +184,91 @@ async def test_jobs_never_share_cookies(fetcher: BrowserFetcher, site: BrowserSi
     assert b"cookies=[]" in resp.body
 
 
+def _shown(label: bytes, body: bytes) -> str:
+    found = re.search(rb"%s=\[([^\]]*)\]" % label, body)
+    assert found is not None, body
+    return found.group(1).decode()
+
+
+async def test_a_context_serves_one_tenant_and_is_cleared_between_its_jobs(
+    fetcher: BrowserFetcher, site: BrowserSite
+) -> None:
+    def job(path: str, tenant: str) -> BrowserRequest:
+        return BrowserRequest(site.url(path), tenant=tenant)
+
+    stats = fetcher.pool.stats
+    opened, reused = stats.contexts, stats.reused
+    await fetcher.fetch_browser(job("/set-cookie", "tenant-a"))
+    await fetcher.fetch_browser(job("/storage?set=secret-of-a", "tenant-a"))
+    same = await fetcher.fetch_browser(job("/storage", "tenant-a"))
+    cookies_same = await fetcher.fetch_browser(job("/cookies", "tenant-a"))
+    other = await fetcher.fetch_browser(job("/storage", "tenant-b"))
+    cookies_other = await fetcher.fetch_browser(job("/cookies", "tenant-b"))
+    # Tenant A's later jobs ran in A's context (its origin storage is there: documented) with
+    # the cookies of A's earlier jobs cleared; tenant B got a context of its own, empty.
+    assert _shown(b"storage", same.body) == "secret-of-a"
+    assert _shown(b"cookies", cookies_same.body) == ""
+    assert _shown(b"storage", other.body) == ""
+    assert _shown(b"cookies", cookies_other.body) == ""
+    assert stats.contexts - opened == 2
+    assert stats.reused - reused == 4
+
+
+async def test_a_kept_context_never_answers_from_its_http_cache(
+    fetcher: BrowserFetcher, site: BrowserSite
+) -> None:
+    before = site.hits("/cacheable")
+    for _ in range(3):
+        resp = await fetcher.fetch_browser(BrowserRequest(site.url("/cacheable"), tenant="t-c"))
+        assert b"cacheable" in resp.body
+    assert site.hits("/cacheable") - before == 3
+
+
+async def test_contexts_are_closed_after_jobs_per_context_and_after_a_failed_job(
+    site: BrowserSite,
+) -> None:
+    others = set(chromium_browser_pids())
+    async with BrowserFetcher(
+        FetchConfig(allow_private=ALLOW, user_agent=UA, timeout_s=20),
+        config(jobs_per_context=2),
+    ) as f:
+        for i in range(5):
+            await f.fetch_browser(BrowserRequest(site.url(f"/page/{i}"), tenant="t"))
+        assert (f.pool.stats.contexts, f.pool.stats.reused) == (3, 2)
+        with pytest.raises(TransientError):
+            await f.fetch_browser(BrowserRequest(site.url("/never"), tenant="t", timeout_s=1))
+        await f.fetch_browser(BrowserRequest(site.url("/js"), tenant="t"))
+        # The timed-out job ran in the fifth job's context, which was then closed, not
+        # handed to the next job.
+        assert (f.pool.stats.contexts, f.pool.stats.reused) == (4, 3)
+        # A job with headers of its own needs a route handler: always a fresh context.
+        await f.fetch_browser(
+            BrowserRequest(site.url("/headers"), tenant="t", headers={"X-Job": "1"})
+        )
+        assert (f.pool.stats.contexts, f.pool.stats.reused) == (5, 3)
+        assert len(f.guard_proxy._leases) == 1  # the kept context's; closed ones' ended
+    assert set(chromium_browser_pids()) <= others
+
+
+async def test_idle_contexts_are_bounded_and_expire(site: BrowserSite) -> None:
+    async with BrowserFetcher(
+        FetchConfig(allow_private=ALLOW, user_agent=UA, timeout_s=20),
+        config(contexts_per_browser=1, idle_context_s=1.0),  # at most one idle context
+    ) as f:
+
+        async def fetch(tenant: str) -> None:
+            await f.fetch_browser(BrowserRequest(site.url("/js"), tenant=tenant))
+
+        for tenant in ("a", "b", "a", "a"):
+            await fetch(tenant)
+        # b's context pushed a's out; a's second context served a's last job too.
+        assert (f.pool.stats.contexts, f.pool.stats.reused) == (3, 1)
+        assert len(f.guard_proxy._leases) == 1
+        await asyncio.sleep(1.2)
+        await fetch("a")  # a's context waited longer than idle_context_s: closed, not used
+        assert (f.pool.stats.contexts, f.pool.stats.reused) == (4, 1)
+
+
 async def test_a_persistent_profile_keeps_cookies_for_its_tenant_only(
     fetcher: BrowserFetcher, site: BrowserSite, profiles: Path
 ) -> None:

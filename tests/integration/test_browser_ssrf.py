@@ -86,22 +86,27 @@ def private() -> Iterator[PortWatch]:
 # the gaps page.route leaves ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("persistent", [False, True], ids=["context", "persistent-profile"])
+@pytest.mark.parametrize("kind", ["fresh", "kept", "persistent"])
 async def test_a_redirect_to_a_private_port_fails_ssrf_blocked(
-    fetcher: BrowserFetcher, site: BrowserSite, private: PortWatch, persistent: bool
+    fetcher: BrowserFetcher, site: BrowserSite, private: PortWatch, kind: str
 ) -> None:
     url = site.url(f"/redirect?to=http://{private.target}/secret")
-    request = (
-        BrowserRequest(url, tenant="t", session_id="redirect")
-        if persistent
-        else BrowserRequest(url)
-    )
+    request = {
+        "fresh": BrowserRequest(url),
+        "kept": BrowserRequest(url, tenant="t"),  # a context the tenant's jobs share
+        "persistent": BrowserRequest(url, tenant="t", session_id="redirect"),
+    }[kind]
+    if kind == "kept":  # the context has served a job before
+        await fetcher.fetch_browser(BrowserRequest(site.url("/js"), tenant="t"))
     with pytest.raises(FatalError) as err:
         await fetcher.fetch_browser(request)
     assert err.value.code is ErrorCode.SSRF_BLOCKED
     assert private.target in err.value.message
     assert site.hits("/redirect") >= 1  # the allowed first hop was fetched
     assert private.connections == 0
+    # The refusal was that job's: the tenant's next job renders.
+    resp = await fetcher.fetch_browser(BrowserRequest(site.url("/js"), tenant="t"))
+    assert b"rendered by javascript" in resp.body
 
 
 async def test_a_redirect_to_a_link_local_address_fails_ssrf_blocked(
@@ -295,6 +300,21 @@ async def test_pages_go_out_through_the_jobs_egress_proxy(
     assert "browser-egress" in seen.get("via", "")  # tinyproxy carried it
     assert "proxy-authorization" not in seen
     assert SECRET not in caplog.text
+
+
+async def test_a_tenants_jobs_share_contexts_only_through_the_same_egress_proxy(
+    fetcher: BrowserFetcher, site: BrowserSite, tinyproxy: Tinyproxy
+) -> None:
+    await _wait_listening(tinyproxy.port)
+    for _ in range(2):
+        via = await fetcher.fetch_browser(
+            BrowserRequest(site.url("/headers"), tenant="t-egress", proxy=tinyproxy.url)
+        )
+        assert "browser-egress" in _seen_headers(via.body).get("via", "")
+        direct = await fetcher.fetch_browser(
+            BrowserRequest(site.url("/headers"), tenant="t-egress")
+        )
+        assert "via" not in _seen_headers(direct.body)
 
 
 async def test_a_dead_egress_proxy_is_a_proxy_error_and_the_pool_moves_on(

@@ -18,6 +18,7 @@ from streams.fetchers.browser import (
     BrowserRequest,
     BrowserResponse,
     _cookies_for,
+    _Job,
     map_net_error,
     map_playwright_error,
     route_action,
@@ -170,3 +171,20 @@ def test_browser_config_is_frozen_with_sane_defaults() -> None:
         cfg.browsers = 3  # type: ignore[misc]
     with pytest.raises(ValueError):
         BrowserConfig(browsers=0)
+
+
+def test_which_jobs_run_in_a_context_kept_for_their_tenant() -> None:
+    def kept(request: BrowserRequest, **cfg: int) -> bool:
+        fetcher = BrowserFetcher(FetchConfig(), BrowserConfig(**cfg))  # never started
+        return fetcher._keeps_context(request, _Job.of(request))
+
+    url = "https://example.com/"
+    assert kept(BrowserRequest(url, tenant="t"))
+    # A Cookie header becomes cookies of the context (cleared after the job), not a route.
+    assert kept(BrowserRequest(url, tenant="t", headers={"Cookie": "a=1"}))
+    assert not kept(BrowserRequest(url))  # no tenant: nothing to key a context by
+    assert not kept(BrowserRequest(url, tenant="t"), jobs_per_context=1)
+    assert not kept(BrowserRequest(url, tenant="t", session_id="s"))  # its persistent profile
+    # A route handler is installed on the whole context: such jobs get a fresh one.
+    assert not kept(BrowserRequest(url, tenant="t", block_resources=frozenset({"image"})))
+    assert not kept(BrowserRequest(url, tenant="t", headers={"X-Job": "1"}))
