@@ -40,6 +40,7 @@ from bench.profile import (
 from bench.progress import Progress
 from bench.stack import REPO, BenchStack, Proc
 from bench.stats import rate, summary_ms
+from bench.target import SLOW_RATE_KIB
 from schemas import Codec, site_key
 from schemas.kafka import KafkaConfig, producer_kwargs
 from scrapifie.local.ports import free_port
@@ -356,6 +357,9 @@ class E2EPlan:
     profile_stem: Path  # profile files: <stem>-pyspy.txt or <stem>.pyisession (+ .html)
     nginx_pid: int | None
     workers: list[int] = field(default_factory=lambda: [1])  # >1: a round more at in_flight[0]
+    # A round more at max_in_flight=200 over these URLs (the slow server): memory with 200
+    # fetches really in flight.
+    memory_urls: list[str] = field(default_factory=list)
 
 
 async def run_e2e(
@@ -384,6 +388,12 @@ async def run_e2e(
                         stack, driver, prefix, urls, plan, progress, sink, mif, f"{mif}x{n}", n
                     )
                     out["throughput"].append(await round_.run(latency=False))
+            if plan.memory_urls:
+                round_ = _Round(
+                    stack, driver, prefix, plan.memory_urls, plan, progress, sink, 200, "200-slow"
+                )
+                out["memory_round"] = await round_.run(latency=False)
+                out["memory_round"]["slow_rate_kib"] = SLOW_RATE_KIB
             if plan.profiler:
                 mif = plan.in_flight[0]
                 tag = f"{mif}-{plan.profiler}"

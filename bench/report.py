@@ -324,6 +324,14 @@ def _memory_section(results: dict[str, Any]) -> list[str]:
             f"max_in_flight={r['max_in_flight']} (max seen in flight: "
             f"{_num(seen.get('max'))} fetches{jobs}) | {_mb(r.get('worker_peak_rss_bytes'))} |"
         )
+    slow = e2e.get("memory_round")
+    if slow:
+        seen = slow.get("in_flight_seen", {})
+        lines.append(
+            f"| http worker, max_in_flight=200, slow responses ({slow.get('slow_rate_kib')} KiB/s"
+            f" each; max seen in flight: {_num(seen.get('max'))} fetches) | "
+            f"{_mb(slow.get('worker_peak_rss_bytes'))} |"
+        )
     if e2e.get("sink_peak_rss_bytes"):
         lines.append(f"| sink (whole e2e suite) | {_mb(e2e['sink_peak_rss_bytes'])} |")
     pg = (results.get("sinks") or {}).get("postgres", {})

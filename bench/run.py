@@ -201,9 +201,10 @@ def main(argv: list[str] | None = None) -> int:
         corpus = build_corpus(workdir / "corpus", cfg.pages)
         from scrapifie.local.ports import free_port
 
-        nginx = Nginx(corpus, workdir / "nginx", free_port())
+        nginx = Nginx(corpus, workdir / "nginx", free_port(), slow_port=free_port())
         nginx.start()
         urls = corpus.urls(nginx.port)
+        slow_urls = corpus.urls(nginx.slow_port) if nginx.slow_port is not None else []
         urls_file = workdir / "urls.txt"
         urls_file.write_text("\n".join(urls) + "\n")
         with urllib.request.urlopen(urls[0], timeout=5) as resp:
@@ -249,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
             from bench.stack import BenchStack, target_env
 
             progress.phase("starting Kafka (KRaft) and PostgreSQL")
-            stack = BenchStack(workdir / "stack", target_env(list(HOSTS), nginx.port))
+            ports = [p for p in (nginx.port, nginx.slow_port) if p is not None]
+            stack = BenchStack(workdir / "stack", target_env(list(HOSTS), *ports))
             results["worker_env_extra"] = stack.extra_env
             stack.start()
             from bench.profile import choose
@@ -270,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
                     profiler=profiler,
                     profile_stem=args.out / f"{stamp}-worker",
                     nginx_pid=nginx.pid,
+                    # The RSS goal's round: 200 fetches really in flight (slow responses).
+                    memory_urls=slow_urls if 200 in cfg.e2e_in_flight else [],
                 )
                 results["e2e"] = guarded(
                     "e2e", lambda: asyncio.run(run_e2e(stack, urls, plan, progress))
@@ -512,14 +516,19 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
     else:
         add("sinks into PostgreSQL", "≥ 20,000 events/s", "not measured", None)
-    r200 = next((r for r in rounds if r["max_in_flight"] == 200 and r.get("workers", 1) == 1), None)
+    slow = e2e.get("memory_round")
+    r200 = slow or next(
+        (r for r in rounds if r["max_in_flight"] == 200 and r.get("workers", 1) == 1), None
+    )
     if r200 and r200.get("worker_peak_rss_bytes"):
         mb = r200["worker_peak_rss_bytes"] / 1e6
         seen = (r200.get("in_flight_seen") or {}).get("max")
+        where = f"; responses sent at {r200['slow_rate_kib']} KiB/s each" if slow else ""
+        shown = f"{seen:,.0f}" if isinstance(seen, int | float) else "?"
         add(
             "http worker peak RSS at 200 in-flight fetches",
             "≤ 250 MB",
-            f"{mb:,.0f} MB (max in flight seen: {seen if seen is not None else '?'})",
+            f"{mb:,.0f} MB (max in flight seen: {shown}{where})",
             mb <= 250,
         )
     else:

@@ -26,7 +26,7 @@ from streams.config import FetchConfig, WorkerConfig
 REPO = Path(__file__).resolve().parents[1]
 
 
-def target_env(hosts: list[str], port: int) -> dict[str, str]:
+def target_env(hosts: list[str], *ports: int) -> dict[str, str]:
     """Settings that let the worker fetch our local targets as fast as it can.
 
     * The SSRF guard refuses private and loopback targets unless listed exactly (host:port).
@@ -39,7 +39,8 @@ def target_env(hosts: list[str], port: int) -> dict[str, str]:
     """
     env: dict[str, str] = {}
     if "allow_private" in FetchConfig.model_fields:
-        env["SCRAPIFIE_FETCH__ALLOW_PRIVATE"] = json.dumps([f"{h}:{port}" for h in hosts])
+        allowed = [f"{h}:{port}" for port in ports for h in hosts]
+        env["SCRAPIFIE_FETCH__ALLOW_PRIVATE"] = json.dumps(allowed)
     if "site_limits" in WorkerConfig.model_fields:
         unlimited = {"rate_per_s": 1_000_000, "concurrency": 100_000}
         env["SCRAPIFIE_WORKER__SITE_LIMITS"] = json.dumps(dict.fromkeys(hosts, unlimited))

@@ -29,6 +29,10 @@ from pathlib import Path
 from types import TracebackType
 
 HOSTS = tuple(f"127.0.0.{i}" for i in range(2, 18))
+#: The slow server's rate per response (nginx ``limit_rate``): a 20 KB page takes ~0.6 s and a
+#: 100 KB one ~3 s, so a worker really holds its 200 fetches in flight at once (from the fast
+#: server they finish before 200 are ever started: 59-66 seen at max_in_flight=200).
+SLOW_RATE_KIB = 32
 # (body size in bytes, weight): mostly 20 KB like the reference figures, some small, some large.
 SIZES = ((2 * 1024, 3), (20 * 1024, 5), (100 * 1024, 2))
 
@@ -112,12 +116,18 @@ class Nginx:
     """nginx serving ``corpus.root`` on ``HOSTS`` x ``port``; a context manager."""
 
     def __init__(
-        self, corpus: Corpus, workdir: Path, port: int, workers: int | str = "auto"
+        self,
+        corpus: Corpus,
+        workdir: Path,
+        port: int,
+        workers: int | str = "auto",
+        slow_port: int | None = None,
     ) -> None:
         self.corpus = corpus
         self.workdir = workdir
         self.port = port
         self.workers = workers
+        self.slow_port = slow_port  # the same pages, each sent at SLOW_RATE_KIB KiB/s
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -126,6 +136,18 @@ class Nginx:
 
     def _config(self) -> str:
         listens = "\n".join(f"        listen {h}:{self.port} reuseport;" for h in HOSTS)
+        slow = ""
+        if self.slow_port is not None:
+            slow_listens = "\n".join(
+                f"        listen {h}:{self.slow_port} reuseport;" for h in HOSTS
+            )
+            slow = f"""
+    server {{
+{slow_listens}
+        root {self.corpus.root};
+        limit_rate {SLOW_RATE_KIB}k;
+        location / {{ try_files $uri =404; }}
+    }}"""
         tmp = self.workdir / "tmp"
         temps = "\n".join(
             f"    {kind}_temp_path {tmp / kind};"
@@ -153,7 +175,7 @@ http {{
 {listens}
         root {self.corpus.root};
         location / {{ try_files $uri =404; }}
-    }}
+    }}{slow}
 }}
 """
 
@@ -195,6 +217,8 @@ http {{
                 self.stop()
                 raise TargetError(f"nginx not listening on {pending} after {timeout_s}s")
             pending = [h for h in pending if not _accepts(h, self.port)]
+            if not pending and self.slow_port is not None:
+                pending = [h for h in HOSTS if not _accepts(h, self.slow_port)]
             if pending:
                 time.sleep(0.05)
 

@@ -41,3 +41,19 @@ def test_without_scrapy_at_a_matching_concurrency_it_is_not_measured() -> None:
     results = {"e2e": {"throughput": [e2e(2, 64, 740.0)]}, "scrapy": []}
     (goal,) = [g for g in goals(results) if "Scrapy" in g["goal"]]
     assert goal["met"] is None
+
+
+def test_the_memory_goal_is_read_on_the_round_that_really_held_200_fetches() -> None:
+    fast = {**e2e(1, 200, 950.0), "worker_peak_rss_bytes": 110e6, "in_flight_seen": {"max": 60}}
+    slow = {
+        **e2e(1, 200, 150.0),
+        "worker_peak_rss_bytes": 130e6,
+        "in_flight_seen": {"max": 200},
+        "slow_rate_kib": 32,
+    }
+    (goal,) = [g for g in goals({"e2e": {"throughput": [fast]}}) if "RSS" in g["goal"]]
+    assert goal["measured"] == "110 MB (max in flight seen: 60)"
+    results = {"e2e": {"throughput": [fast], "memory_round": slow}}
+    (goal,) = [g for g in goals(results) if "RSS" in g["goal"]]
+    assert goal["met"] is True
+    assert goal["measured"] == ("130 MB (max in flight seen: 200; responses sent at 32 KiB/s each)")
