@@ -427,6 +427,10 @@ class BrowserPool:
                 if kept is not None:
                     # Inline, like closing a fresh context: the next job of the key finds it.
                     await (self._tidy(kept) if keep else self._discard(kept))
+            except asyncio.CancelledError:
+                if kept is not None:  # cancelled while tidying: close it, in the background
+                    self._spawn(self._discard(kept))
+                raise
             finally:
                 self._release(slot)
 
