@@ -134,20 +134,20 @@ class Nginx:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
 
-    def _config(self) -> str:
-        listens = "\n".join(f"        listen {h}:{self.port} reuseport;" for h in HOSTS)
-        slow = ""
-        if self.slow_port is not None:
-            slow_listens = "\n".join(
-                f"        listen {h}:{self.slow_port} reuseport;" for h in HOSTS
-            )
-            slow = f"""
+    def _server(self, port: int, extra: str = "") -> str:
+        """One server block serving the corpus on every host at ``port``."""
+        listens = "\n".join(f"        listen {h}:{port} reuseport;" for h in HOSTS)
+        return f"""
     server {{
-{slow_listens}
-        root {self.corpus.root};
-        limit_rate {SLOW_RATE_KIB}k;
+{listens}
+        root {self.corpus.root};{extra}
         location / {{ try_files $uri =404; }}
     }}"""
+
+    def _config(self) -> str:
+        servers = self._server(self.port)
+        if self.slow_port is not None:
+            servers += self._server(self.slow_port, f"\n        limit_rate {SLOW_RATE_KIB}k;")
         tmp = self.workdir / "tmp"
         temps = "\n".join(
             f"    {kind}_temp_path {tmp / kind};"
@@ -170,12 +170,7 @@ http {{
     server_tokens off;
     types {{ text/html html; text/plain txt; }}
     default_type text/plain;
-{temps}
-    server {{
-{listens}
-        root {self.corpus.root};
-        location / {{ try_files $uri =404; }}
-    }}{slow}
+{temps}{servers}
 }}
 """
 

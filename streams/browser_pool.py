@@ -395,16 +395,18 @@ class BrowserPool:
 
     @contextlib.asynccontextmanager
     async def keyed_context(
-        self, key: Hashable, opener: Opener, launch_proxy: ProxySettings | None = None
+        self, key: Hashable, opener: Opener, launch_proxy: str | None = None
     ) -> AsyncIterator[tuple[BrowserContext, Any]]:
         """A context for one job, kept for the next job of the same ``key`` (see the module's
         invariants), and its attachment. A new context's proxy settings and attachment come
-        from ``opener``; ``launch_proxy``: browser-level settings for a browser launched now.
+        from ``opener``; ``launch_proxy``: the proxy server a browser launched now gets at
+        browser level, as for :meth:`context`.
 
         Errors as for :meth:`context`. A job that raises leaves its context closed, not kept.
         """
         lease = _Lease()
-        slot, kept = await self._acquire(launch_proxy, key)
+        launch: ProxySettings | None = {"server": launch_proxy} if launch_proxy else None
+        slot, kept = await self._acquire(launch, key)
         slot.leases.add(lease)
         keep = False
         try:
@@ -489,15 +491,15 @@ class BrowserPool:
                 return self._idle.pop(i)
         return None
 
-    def _trim_idle(self, slot: _Slot | None = None) -> None:
-        """Close idle contexts: those of ``slot`` (a browser going away), those idle longer
-        than ``idle_context_s`` or in a browser that takes no more work, and the least
-        recently used beyond the pool's context capacity."""
+    def _trim_idle(self) -> None:
+        """Close idle contexts: those in a browser that takes no more work (retiring, closing,
+        gone), those idle longer than ``idle_context_s``, and the least recently used beyond
+        the pool's context capacity."""
         cap = self._config.browsers * self._config.contexts_per_browser
         expired = time.monotonic() - self._config.idle_context_s
         keep: list[_Kept] = []
         for kept in self._idle:
-            if kept.slot is slot or not self._usable(kept.slot) or kept.idle_since < expired:
+            if not self._usable(kept.slot) or kept.idle_since < expired:
                 self._spawn(self._discard(kept))
             else:
                 keep.append(kept)
@@ -620,7 +622,7 @@ class BrowserPool:
             self._live.remove(slot)
         if slot.active == 0:
             self._close_later(slot)
-        self._trim_idle(slot)
+        self._trim_idle()
 
     def _on_disconnected(self, slot: _Slot) -> None:
         if not slot.closing:
@@ -629,7 +631,7 @@ class BrowserPool:
         slot.dead = True
         for lease in list(slot.leases):
             lease.browser_gone()
-        self._trim_idle(slot)
+        self._trim_idle()
         self._all.discard(slot)
         if slot in self._live:
             self._live.remove(slot)

@@ -365,11 +365,8 @@ class BrowserFetcher:
         the job's egress proxy, if any). A lease ends after its context is closed."""
         if self._keeps_context(request, job):
             key = (request.tenant, request.proxy)
-            launch: ProxySettings = {"server": self._proxy.server, "bypass": "<-loopback>"}
-            async with self._pool.keyed_context(key, self._open_lease(request.proxy), launch) as (
-                ctx,
-                lease,
-            ):
+            opener = self._open_lease(request.proxy)
+            async with self._pool.keyed_context(key, opener, self._proxy.server) as (ctx, lease):
                 lease.forget_failures()  # what the context's earlier jobs met is theirs
                 job.lease = lease
                 yield ctx
