@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import struct
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -28,6 +30,9 @@ from schemas.errors import DecodeError
 
 MAGIC: Final = b"\xc3\x01"
 HEADER_LEN: Final = 10
+
+MAX_TENANT: Final = 200
+_UNPRINTABLE: Final = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 
 RECORD_NAMES: Final = ("ScrapeRequest", "ScrapeResult", "Escalation", "Metering", "RouteFeedback")
 
@@ -107,8 +112,10 @@ class Codec:
         epoch milliseconds or absent (then 0 → the processor treats it as "now").
         """
         if data.lstrip()[:1] in (b"{", b"["):
-            return self._request_from_json(data)
-        return self.decode(data, expect="ScrapeRequest")[1]
+            record = self._request_from_json(data)
+        else:
+            record = self.decode(data, expect="ScrapeRequest")[1]
+        return _check_ids(record)
 
     def _request_from_json(self, data: bytes) -> dict[str, Any]:
         try:
@@ -132,6 +139,22 @@ class Codec:
             raise DecodeError(
                 "invalid_record", f"JSON does not match ScrapeRequest: {exc}"
             ) from exc
+
+
+def _check_ids(record: dict[str, Any]) -> dict[str, Any]:
+    """A request's identity, checked once at decoding: the job id is a UUID (normalised to its
+    canonical lower-case form: it names rows and objects) and the tenant a short printable
+    string. A request failing these has no identity a job could end under: the DLQ gets it."""
+    try:
+        record["job_id"] = str(uuid.UUID(record["job_id"]))
+    except ValueError as exc:
+        raise DecodeError("invalid_job_id", f"job_id must be a UUID: {exc}") from exc
+    tenant = record["tenant"]
+    if not 0 < len(tenant) <= MAX_TENANT or _UNPRINTABLE.search(tenant):
+        raise DecodeError(
+            "invalid_tenant", f"tenant must be 1-{MAX_TENANT} characters without control characters"
+        )
+    return record
 
 
 @cache

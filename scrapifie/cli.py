@@ -122,6 +122,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
         str(datadir),
         settings.egress,
         _browser_config(settings, args.tier),
+        settings.limits,
     )
     worker = Worker(app, loglevel=settings.log_level.lower(), override_logging=False, quiet=True)
     worker.execute_from_commandline()  # returns via SystemExit on SIGTERM / SIGINT

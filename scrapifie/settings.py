@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.config import GatewayConfig, PostgresConfig, SinkConfig, StorageConfig
 from schemas.kafka import KafkaConfig
+from schemas.options import JobLimits
 from streams.browser_pool import BrowserConfig
 from streams.config import FetchConfig, WorkerConfig
 from streams.egress import EgressConfig
@@ -65,6 +66,12 @@ class Settings(BaseSettings):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     sink: SinkConfig = Field(default_factory=SinkConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    limits: JobLimits = Field(
+        default_factory=JobLimits,
+        description=(
+            "What one job may ask for: past it the gateway answers 400 and a worker fails the job."
+        ),
+    )
 
     def dsn(self) -> str:
         """The PostgreSQL DSN: the external one if set, else the local server's."""

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from schemas import DELAYS_S, DecodeError, TopicSet, default_codec
 from schemas.kafka import EventProducer, KafkaConfig
+from schemas.options import DEFAULT_LIMITS, JobLimits
 from streams.browser_pool import BrowserConfig
 from streams.config import FetchConfig, WorkerConfig
 from streams.egress import EgressConfig, EgressFetcher, EgressPools
@@ -44,6 +45,7 @@ def build_app(
     datadir: str,
     egress: EgressConfig | None = None,
     browser: BrowserConfig | None = None,
+    limits: JobLimits = DEFAULT_LIMITS,
 ) -> faust.App:
     """A Faust app consuming ``scrape.<tier>``. Topics must exist (``scrapifie topics``)."""
     if tier not in SUPPORTED_TIERS:
@@ -103,6 +105,7 @@ def build_app(
                 lambda pool, proxy, ok: metrics.egress.labels(
                     pool, proxy, "ok" if ok else "fail"
                 ).inc(),
+                default_timeout_s=fetch.timeout_s,
             )
             robots = RobotsCache(egress_fetcher, worker.robots_agent, ttl_s=worker.robots_ttl_s)
             processor = TierProcessor(
@@ -116,6 +119,8 @@ def build_app(
                 worker,
                 limiter,
                 robots,
+                limits,
+                kafka.max_message_bytes,
             )
             window: OrderedAcks[Any] = OrderedAcks(in_flight, noack.ack)
             try:

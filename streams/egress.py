@@ -190,11 +190,19 @@ class EgressFetcher:
         pools: EgressPools,
         tier: str,
         on_result: Callable[[str, str, bool], None] = lambda _p, _l, _ok: None,
+        default_timeout_s: float | None = None,
     ) -> None:
+        self._default_timeout_s = default_timeout_s
         self._inner = inner
         self._pools = pools
         self._tier = tier
         self._on_result = on_result
+
+    def _short_deadline(self, request: FetchRequest) -> bool:
+        """A deadline the job chose below the deployment's: its timeouts say nothing about the
+        proxy, so they are not held against it (one tenant could bench every proxy)."""
+        chosen, default = request.timeout_s, self._default_timeout_s
+        return chosen is not None and default is not None and chosen < default
 
     async def fetch(self, request: FetchRequest) -> FetchResponse:
         try:
@@ -219,8 +227,9 @@ class EgressFetcher:
                 )
             except FetchError as exc:
                 failed = exc.code in _PROXY_FAULTS
-                self._pools.report(proxy, ok=not failed)
-                self._on_result(pool, proxy.label, not failed)
+                if not (exc.code is ErrorCode.TIMEOUT and self._short_deadline(request)):
+                    self._pools.report(proxy, ok=not failed)
+                    self._on_result(pool, proxy.label, not failed)
                 if exc.code is not ErrorCode.PROXY_ERROR or len(tried) >= 2:
                     raise
                 tried.add(proxy)

@@ -16,12 +16,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 from isal import igzip
 
 from schemas import Codec, DecodeError, ErrorCode, TopicSet, delay_bucket, derived_id, site_key
 from schemas import headers as hdr
 from schemas.kafka import EventProducer
+from schemas.options import DEFAULT_LIMITS, InvalidOptions, JobLimits, parse_options
+from schemas.text import storable, storable_map
+from schemas.topics import MAX_MESSAGE_BYTES
 from schemas.urls import InvalidURL, validate_url
 from streams.config import FetchConfig, WorkerConfig
 from streams.errors import FetchError
@@ -39,6 +47,16 @@ _TIERS = ("http", "browser", "stealth")
 # Below it the hand-over (a future, a wake-up of the loop, the GIL changing hands) costs more
 # than it frees: a 100 KB page compresses in ~0.2 ms.
 OFFLOAD_BYTES = 256 * 1024
+# Room left in a Kafka record for its key, headers and batch framing.
+RECORD_OVERHEAD_BYTES = 64 * 1024
+# Kafka refusing a record for its size: sending it again cannot help, so the job fails instead.
+_TOO_BIG_FOR_KAFKA = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError)
+
+Record = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]
+
+
+class ResultTooLarge(Exception):
+    """A job's output records would not fit in one Kafka record."""
 
 
 def pack_body(body: bytes) -> tuple[bytes, str]:
@@ -82,8 +100,12 @@ class TierProcessor:
         worker_config: WorkerConfig,
         limiter: SiteLimiter,
         robots: RobotsCache | None,
+        limits: JobLimits = DEFAULT_LIMITS,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
         self.tier = tier
+        self._limits = limits
+        self._max_record_bytes = max_message_bytes - RECORD_OVERHEAD_BYTES
         self._fetcher = fetcher
         self._producer = producer
         self._codec = codec
@@ -128,23 +150,37 @@ class TierProcessor:
         except (asyncio.CancelledError, KafkaError):
             raise  # shutdown, or Kafka refusing our output: the input stays unacked
         except Exception as exc:
-            # A bug must not wedge the partition: the record goes to the DLQ with the error.
+            # A bug must not wedge the partition nor leave the job unfinished: the job fails
+            # with `internal`; only if even that cannot be sent does the record go to the DLQ.
             log.exception("job %s: processing failed", job.get("job_id"))
-            await self.to_dlq(rec, "processing_error", f"{type(exc).__name__}: {exc}")
+            detail = f"{type(exc).__name__}: {exc}"
+            try:
+                await self._producer.send_many(
+                    self._failure(job, ErrorCode.INTERNAL, f"processing failed: {detail}", 0.0)
+                )
+            except (asyncio.CancelledError, KafkaError):
+                raise
+            except Exception:
+                log.exception("job %s: cannot even fail it", job.get("job_id"))
+                await self.to_dlq(rec, "processing_error", detail)
 
     async def _handle(self, rec: InputRecord, job: dict[str, Any]) -> None:
         trace_id = job["trace_id"] or hdr.get(rec.headers, hdr.TRACE_ID) or job["job_id"]
-        job["trace_id"] = trace_id
+        job["trace_id"] = storable(trace_id)[:128]
         if job["created_at"].timestamp() <= 0:
             job["created_at"] = datetime.now(UTC)
-        extra = {"job_id": job["job_id"], "trace_id": trace_id, "tier": self.tier}
+        extra = {"job_id": job["job_id"], "trace_id": job["trace_id"], "tier": self.tier}
 
         started = time.monotonic()
         response: FetchResponse | None = None
         try:
             url = validate_url(job["url"])
+            # Producers may publish straight to Kafka: the options pass the gateway's checks here.
+            job["options"] = parse_options(job["options"], self._limits)
         except InvalidURL as exc:
             outcome = Outcome(Kind.FATAL, ErrorCode.INVALID_URL, str(exc))
+        except InvalidOptions as exc:
+            outcome = Outcome(Kind.FATAL, ErrorCode.INVALID_REQUEST, str(exc))
         else:
             site = site_key(url)
             backlog = self._limiter.queued(site)
@@ -160,6 +196,40 @@ class TierProcessor:
         if response is not None:
             self._m_fetched_bytes.inc(len(response.body))
 
+        try:
+            records, what = await self._records(rec, job, outcome, response, elapsed)
+        except ResultTooLarge as exc:
+            records, what = self._failure(job, ErrorCode.TOO_LARGE, str(exc), elapsed), "failed"
+        # Metering, result and hand-over go out together; the input is acked only after.
+        try:
+            await self._producer.send_many(records)
+        except _TOO_BIG_FOR_KAFKA as exc:
+            # The broker's limit is lower than ours (a topic configured apart): fail the job.
+            message = f"the result is larger than Kafka accepts ({type(exc).__name__})"
+            records = self._failure(job, ErrorCode.TOO_LARGE, message, elapsed)
+            await self._producer.send_many(records)
+            what = "failed"
+        log.info(
+            "job %s attempt %d %s in %.0f ms (%s)",
+            job["job_id"],
+            job["attempt"],
+            what,
+            elapsed * 1000,
+            outcome.reason or outcome.http_status,
+            extra=extra,
+        )
+
+    async def _records(
+        self,
+        rec: InputRecord,
+        job: dict[str, Any],
+        outcome: Outcome,
+        response: FetchResponse | None,
+        elapsed: float,
+    ) -> tuple[list[Record], str]:
+        """The records this attempt emits, and what became of the job (for the log).
+
+        Raises :class:`ResultTooLarge` when a record would not fit in Kafka."""
         decision = decide(
             outcome,
             tier=self.tier,
@@ -168,16 +238,25 @@ class TierProcessor:
             policy=self._retry,
             rng=self._rng,
         )
-        headers = hdr.make(trace_id=trace_id, job_id=job["job_id"], tenant=job["tenant"])
+        headers = hdr.make(trace_id=job["trace_id"], job_id=job["job_id"], tenant=job["tenant"])
         key = job["job_id"].encode()
         metering = self._metering(job, outcome, response, elapsed)
-        records = [(self._topics.metering, key, self._codec.encode("Metering", metering), headers)]
+        records: list[Record] = [
+            (self._topics.metering, key, self._codec.encode("Metering", metering), headers)
+        ]
         if decision.action is Action.FINISH:
             packed = await pack(response.body) if response is not None and outcome.ok else None
             result = self._result(job, outcome, response, elapsed, decision.code, packed)
-            records.append(
-                (self._topics.results, key, self._codec.encode("ScrapeResult", result), headers)
-            )
+            value = self._codec.encode("ScrapeResult", result)
+            if len(value) > self._max_record_bytes:
+                shot = result["screenshot"]
+                raise ResultTooLarge(
+                    f"the result is {len(value)} bytes (gzipped page"
+                    f" {len(packed[0]) if packed else 0}, screenshot {len(shot or b'')}), more"
+                    f" than the {self._max_record_bytes} a result record may carry; ask for a"
+                    " smaller options.max_body_bytes or a viewport screenshot"
+                )
+            records.append((self._topics.results, key, value, headers))
             self._m_results[result["status"]].inc()
             what = result["status"]
         elif decision.action is Action.RETRY:
@@ -242,17 +321,23 @@ class TierProcessor:
                     [],
                 )
             )
-        # Metering, result and hand-over go out together; the input is acked only after.
-        await self._producer.send_many(records)
-        log.info(
-            "job %s attempt %d %s in %.0f ms (%s)",
-            job["job_id"],
-            job["attempt"],
-            what,
-            elapsed * 1000,
-            outcome.reason or outcome.http_status,
-            extra=extra,
-        )
+        return records, what
+
+    def _failure(
+        self, job: dict[str, Any], code: ErrorCode, message: str, elapsed: float
+    ) -> list[Record]:
+        """Metering and a ``failed`` result for ``job``, carrying nothing the site sent: what
+        is emitted when the attempt's own records cannot be."""
+        outcome = Outcome(Kind.FATAL, code, message)
+        headers = hdr.make(trace_id=job["trace_id"], job_id=job["job_id"], tenant=job["tenant"])
+        key = job["job_id"].encode()
+        metering = self._metering(job, outcome, None, elapsed)
+        result = self._result(job, outcome, None, elapsed)
+        self._m_results["failed"].inc()
+        return [
+            (self._topics.metering, key, self._codec.encode("Metering", metering), headers),
+            (self._topics.results, key, self._codec.encode("ScrapeResult", result), headers),
+        ]
 
     def _outcome_counter(self, outcome: Outcome) -> Any:
         key = (outcome.kind.value, outcome.code.value if outcome.code else "")
@@ -271,7 +356,7 @@ class TierProcessor:
             "url": job["url"],
             "from_tier": self.tier,
             "to_tier": to_tier,
-            "reason": outcome.reason or "blocked",
+            "reason": storable(outcome.reason or "blocked"),
             "http_status": outcome.http_status,
             "marker": outcome.marker,
             "created_at": datetime.now(UTC),
@@ -307,11 +392,16 @@ class TierProcessor:
             # Always return the slot (even when cancelled), with what the site told us.
             self._limiter.release(
                 site,
-                _feedback(outcome),
+                _feedback(outcome, self._short_deadline(job)),
                 time.monotonic() - started,
                 outcome.retry_after_s if outcome is not None else None,
             )
         return outcome, response
+
+    def _short_deadline(self, job: dict[str, Any]) -> bool:
+        """Whether the job set a deadline shorter than this deployment's default."""
+        chosen = job["options"]["timeout_s"]
+        return chosen is not None and chosen < self._fetch_config.timeout_s
 
     def _request(self, job: dict[str, Any], url: str) -> FetchRequest:
         opts = job["options"]
@@ -393,22 +483,25 @@ class TierProcessor:
             ),
             "job_id": job["job_id"],
             "tenant": job["tenant"],
-            "url": job["url"],
-            "final_url": resp.final_url if resp is not None else None,
+            "url": storable(job["url"]),
+            "final_url": storable(resp.final_url) if resp is not None else None,
             "tier": self.tier,
             "attempts": job["attempt"],
             "status": "succeeded" if outcome.ok else "failed",
             "error_code": None
             if outcome.ok
             else (code or outcome.code or ErrorCode.INTERNAL).value,
-            "error_message": None if outcome.ok else outcome.reason,
+            "error_message": None if outcome.ok or outcome.reason is None
+            else storable(outcome.reason)[:2000],
             "http_status": resp.status if resp is not None else None,
-            "content_type": resp.content_type if resp is not None else None,
+            "content_type": storable(resp.content_type)
+            if resp is not None and resp.content_type is not None
+            else None,
             "content_encoding": "gzip",
             "content": packed[0] if packed is not None else None,
             "content_bytes": len(body) if body is not None else 0,
             "content_sha256": packed[1] if packed is not None else None,
-            "response_headers": dict(resp.headers) if resp is not None else {},
+            "response_headers": storable_map(resp.headers) if resp is not None else {},
             "screenshot": getattr(resp, "screenshot", None) if outcome.ok else None,
             "created_at": job["created_at"],
             "finished_at": now,
@@ -438,7 +531,9 @@ class TierProcessor:
         }
 
 
-def _feedback(outcome: Outcome | None) -> str:
+def _feedback(outcome: Outcome | None, short_deadline: bool = False) -> str:
+    """What an attempt tells the site's limiter. A timeout under a deadline the job chose
+    shorter than the deployment's says nothing about the site (nor slows it for others)."""
     if outcome is None:
         return Feedback.ERROR
     if outcome.ok:
@@ -446,5 +541,5 @@ def _feedback(outcome: Outcome | None) -> str:
     if outcome.http_status in (429, 503):
         return Feedback.THROTTLED
     if outcome.code is ErrorCode.TIMEOUT:
-        return Feedback.SLOW
+        return Feedback.ERROR if short_deadline else Feedback.SLOW
     return Feedback.ERROR

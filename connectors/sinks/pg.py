@@ -8,6 +8,8 @@ from typing import Any
 
 import psycopg
 
+from schemas.text import storable
+
 log = logging.getLogger(__name__)
 
 FINAL = ("succeeded", "failed")
@@ -111,10 +113,15 @@ Params = list[list[list[Any]]]
 
 
 def _columns(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Params:
-    """One parameter set of column arrays (none for an empty batch)."""
+    """One parameter set of column arrays (none for an empty batch). Strings are made
+    storable (PostgreSQL text refuses NUL, which producers and websites may send)."""
     if not rows:
         return []
-    return [[[r[c] for r in rows] for c in columns]]
+    return [[[_text(r[c]) for r in rows] for c in columns]]
+
+
+def _text(value: Any) -> Any:
+    return storable(value) if type(value) is str else value
 
 
 def results_params(rows: Sequence[Mapping[str, Any]]) -> Params:

@@ -286,9 +286,9 @@ def test_decode_request_avro(codec: Codec) -> None:
 
 
 def test_decode_request_minimal_json_fills_defaults(codec: Codec) -> None:
-    record = codec.decode_request(b'{"job_id": "j-42", "url": "http://example.com/"}')
+    record = codec.decode_request(b'{"job_id": "9f1c2d3e-0000-4000-8000-000000000042", "url": "http://example.com/"}')
     assert record == {
-        "job_id": "j-42",
+        "job_id": "9f1c2d3e-0000-4000-8000-000000000042",
         "tenant": "default",
         "url": "http://example.com/",
         "tier": "http",
@@ -316,7 +316,7 @@ def test_decode_request_minimal_json_fills_defaults(codec: Codec) -> None:
 
 def test_decode_request_json_keeps_given_values(codec: Codec) -> None:
     doc = {
-        "job_id": "j",
+        "job_id": "9f1c2d3e-0000-4000-8000-000000000043",
         "tenant": "acme",
         "url": "http://example.com/",
         "tier": "auto",
@@ -348,8 +348,8 @@ def test_decode_request_json_array_is_invalid_json(codec: Codec) -> None:
 
 
 def test_decode_request_json_with_leading_whitespace(codec: Codec) -> None:
-    record = codec.decode_request(b'\n  {"job_id": "j", "url": "http://example.com/"}')
-    assert record["job_id"] == "j"
+    record = codec.decode_request(b'\n  {"job_id": "9f1c2d3e-0000-4000-8000-000000000044", "url": "http://example.com/"}')
+    assert record["job_id"] == "9f1c2d3e-0000-4000-8000-000000000044"
 
 
 @pytest.mark.parametrize(
@@ -370,3 +370,31 @@ def test_decode_request_json_wrong_fields_are_invalid_record(
     with pytest.raises(DecodeError) as info:
         codec.decode_request(json.dumps(doc).encode())
     assert info.value.reason == "invalid_record"
+
+
+JOB = "9f1c2d3e-0000-4000-8000-000000000045"
+
+
+def test_decode_request_normalises_the_job_id(codec: Codec) -> None:
+    doc = {"job_id": "{" + JOB.upper() + "}", "url": "http://example.com/"}
+    assert codec.decode_request(json.dumps(doc).encode())["job_id"] == JOB
+
+
+@pytest.mark.parametrize("job_id", ["..", "j-1", "", "../../etc", JOB + "0"])
+def test_decode_request_job_id_must_be_a_uuid(codec: Codec, job_id: str) -> None:
+    """A job id names rows and objects: one that is no UUID (``..``) has no job to end."""
+    for data in (
+        json.dumps({"job_id": job_id, "url": "http://example.com/"}).encode(),
+        codec.encode("ScrapeRequest", {**SAMPLES["ScrapeRequest"], "job_id": job_id}),
+    ):
+        with pytest.raises(DecodeError) as info:
+            codec.decode_request(data)
+        assert info.value.reason == "invalid_job_id"
+
+
+@pytest.mark.parametrize("tenant", ["", "a\x00b", "x" * 201, "line\nbreak"])
+def test_decode_request_tenant_must_be_printable(codec: Codec, tenant: str) -> None:
+    doc = {"job_id": JOB, "tenant": tenant, "url": "http://example.com/"}
+    with pytest.raises(DecodeError) as info:
+        codec.decode_request(json.dumps(doc).encode())
+    assert info.value.reason == "invalid_tenant"

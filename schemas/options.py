@@ -1,0 +1,230 @@
+"""A job's fetch options: their allowed values, the deployment's caps, and the one validator.
+
+Both edges use :func:`parse_options`: the gateway on the JSON a person sends (an
+:class:`InvalidOptions` becomes a 400 with its message), and every tier worker on each request
+it consumes, because producers may publish straight to Kafka (the job then ends ``failed`` with
+``invalid_request`` and the same message). So whatever reaches a fetcher, a browser, a log line
+or a PostgreSQL text column has passed these checks: sizes within the deployment's caps, header
+names that are RFC 9110 tokens, no framing or hop-by-hop headers (a job must never change how
+a shared keep-alive connection is delimited: that is request smuggling into the next tenant's
+request), and no control characters in any string.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any, Final, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "FORBIDDEN_HEADERS",
+    "RESOURCE_TYPES",
+    "SCREENSHOT_MODES",
+    "WAIT_UNTIL",
+    "InvalidOptions",
+    "JobLimits",
+    "ResourceType",
+    "ScreenshotMode",
+    "WaitUntil",
+    "check_text",
+    "parse_options",
+]
+
+WaitUntil = Literal["load", "domcontentloaded", "networkidle"]
+ScreenshotMode = Literal["viewport", "full"]
+ResourceType = Literal["image", "font", "media", "stylesheet"]
+
+WAIT_UNTIL: Final[tuple[str, ...]] = get_args(WaitUntil)
+SCREENSHOT_MODES: Final[tuple[str, ...]] = get_args(ScreenshotMode)
+RESOURCE_TYPES: Final[tuple[str, ...]] = get_args(ResourceType)
+
+OPTION_NAMES: Final = (
+    "timeout_s",
+    "max_body_bytes",
+    "headers",
+    "wait_until",
+    "wait_for",
+    "screenshot",
+    "block_resources",
+    "session_id",
+    "egress_pool",
+)
+
+# Headers that frame the message or belong to one connection hop (RFC 9110 §7.6.1, RFC 9112
+# §6-7), plus Host (the fetcher writes it from the URL) and Expect (it changes how the body is
+# sent). Refused by name, case-insensitively.
+FORBIDDEN_HEADERS: Final = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "upgrade",
+        "te",
+        "trailer",
+        "expect",
+        "http2-settings",
+        "proxy-authorization",
+        "proxy-authenticate",
+    }
+)
+MAX_HEADERS: Final = 50
+MAX_HEADER_NAME: Final = 256
+MAX_HEADER_VALUE: Final = 8192
+MAX_SHORT_STRING: Final = 200
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# C0 controls (HTAB allowed in header values only), DEL, and lone surrogates (not encodable).
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
+_CONTROL_OR_TAB = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+
+
+class InvalidOptions(ValueError):
+    """A job's options break a rule; ``str(exc)`` says which and what to send instead."""
+
+
+class JobLimits(BaseModel):
+    """Caps on what one job may ask for: the deployment's protection against one tenant."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_body_bytes: int = Field(
+        10 * 1024 * 1024,
+        gt=0,
+        description=(
+            "Largest options.max_body_bytes a job may ask for. Keep it well below the result"
+            " topic's max.message.bytes (16 MiB): a result that would not fit fails too_large."
+        ),
+    )
+    max_timeout_s: float = Field(300.0, gt=0, description="Largest options.timeout_s.")
+
+
+DEFAULT_LIMITS: Final = JobLimits()
+
+
+def check_text(value: str, what: str, max_len: int = MAX_SHORT_STRING) -> str:
+    """``value`` if it is 1..``max_len`` characters with no control characters, else raise."""
+    if not 0 < len(value) <= max_len:
+        raise InvalidOptions(f"{what} must be a string of 1-{max_len} characters")
+    if _CONTROL_OR_TAB.search(value):
+        raise InvalidOptions(f"{what} must not contain control characters")
+    return value
+
+
+def parse_options(raw: Any, limits: JobLimits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """The normalised ``FetchOptions`` record (every field present) for ``raw``.
+
+    ``raw`` is what a person sent (absent fields may be missing) or a decoded record (absent
+    fields are ``None``/empty); both give the same result, so validating twice is harmless.
+    Raises :class:`InvalidOptions` naming the option and what it accepts.
+    """
+    if not isinstance(raw, Mapping):
+        raise InvalidOptions("options must be an object")
+    unknown = set(raw) - set(OPTION_NAMES)
+    if unknown:
+        raise InvalidOptions(
+            f"unknown options: {', '.join(sorted(map(str, unknown)))}"
+            f" (valid: {', '.join(OPTION_NAMES)})"
+        )
+    return {
+        "timeout_s": _timeout(raw.get("timeout_s"), limits),
+        "max_body_bytes": _max_body(raw.get("max_body_bytes"), limits),
+        "headers": _headers(raw.get("headers")),
+        "wait_until": _choice(raw.get("wait_until"), "wait_until", WAIT_UNTIL),
+        "wait_for": _short(raw.get("wait_for"), "wait_for"),
+        "screenshot": _choice(raw.get("screenshot"), "screenshot", SCREENSHOT_MODES),
+        "block_resources": _resources(raw.get("block_resources")),
+        "session_id": _short(raw.get("session_id"), "session_id"),
+        "egress_pool": _short(raw.get("egress_pool"), "egress_pool"),
+    }
+
+
+def _timeout(value: Any, limits: JobLimits) -> float | None:
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not 0 < value <= limits.max_timeout_s
+    ):
+        raise InvalidOptions(
+            f"options.timeout_s must be a number in (0, {limits.max_timeout_s:g}]"
+        )
+    return float(value)
+
+
+def _max_body(value: Any, limits: JobLimits) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InvalidOptions("options.max_body_bytes must be a positive integer")
+    if value > limits.max_body_bytes:
+        raise InvalidOptions(
+            f"options.max_body_bytes must be at most {limits.max_body_bytes} on this deployment"
+        )
+    return value
+
+
+def _headers(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidOptions("options.headers must be an object mapping header names to strings")
+    if len(value) > MAX_HEADERS:
+        raise InvalidOptions(f"options.headers takes at most {MAX_HEADERS} headers")
+    seen: set[str] = set()
+    for name, val in value.items():
+        if not isinstance(name, str) or not isinstance(val, str):
+            raise InvalidOptions("options.headers must map header names to strings")
+        if len(name) > MAX_HEADER_NAME or not _TOKEN.fullmatch(name):
+            raise InvalidOptions(
+                f"options.headers: {name[:40]!r} is not a valid header name"
+                " (letters, digits and !#$%&'*+-.^_`|~ only)"
+            )
+        lower = name.lower()
+        if lower in FORBIDDEN_HEADERS:
+            raise InvalidOptions(
+                f"options.headers: {name} may not be set by a job (framing, hop-by-hop and Host"
+                " headers are the fetcher's)"
+            )
+        if lower in seen:
+            raise InvalidOptions(f"options.headers: {name} is given twice (names ignore case)")
+        seen.add(lower)
+        if len(val) > MAX_HEADER_VALUE or _CONTROL.search(val):
+            raise InvalidOptions(
+                f"options.headers: the value of {name} must be at most {MAX_HEADER_VALUE}"
+                " characters without control characters (no CR, LF or NUL)"
+            )
+    return dict(value)
+
+
+def _choice(value: Any, name: str, allowed: tuple[str, ...]) -> str | None:
+    if value is not None and value not in allowed:
+        raise InvalidOptions(f"options.{name} must be one of {', '.join(allowed)}")
+    return value  # type: ignore[no-any-return]
+
+
+def _resources(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list | tuple) or any(v not in RESOURCE_TYPES for v in value):
+        raise InvalidOptions(
+            f"options.block_resources is a list of {', '.join(RESOURCE_TYPES)}"
+        )
+    return sorted(set(value))
+
+
+def _short(value: Any, name: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidOptions(
+            f"options.{name} must be a string of 1-{MAX_SHORT_STRING} characters"
+        )
+    return check_text(value, f"options.{name}")
