@@ -4,10 +4,14 @@ Rules (PITFALLS.md, "SSRF"):
 - resolve the host and reject if ANY answer is not public, then connect to those same answers
   (the aiohttp resolver in ``fetchers/transport.py`` returns exactly the checked addresses, so
   there is no second lookup for DNS rebinding to exploit);
-- unwrap IPv6 forms that embed an IPv4 address (IPv4-mapped, IPv4-compatible, 6to4, Teredo,
-  NAT64 ``64:ff9b::/96`` and ``64:ff9b:1::/48``) and judge the embedded address too;
+- an IPv4 host in any numeric spelling (``127.1``, ``2130706433``, ``0x7f.1``) is the address it
+  spells (:func:`schemas.urls.parse_ipv4_host`, the URL standard's parser, a superset of
+  ``inet_aton``), judged here rather than left to the HTTP library or the system resolver;
+- unwrap IPv6 forms that embed an IPv4 address (IPv4-mapped, SIIT IPv4-translated
+  ``::ffff:0:0:0/96``, IPv4-compatible, 6to4, Teredo, NAT64 ``64:ff9b::/96`` and
+  ``64:ff9b:1::/48``) and judge the embedded address too;
 - never trust ``is_global`` alone: cloud metadata addresses and a few special ranges are
-  blocked explicitly;
+  blocked explicitly (Python's ``ipaddress`` calls e.g. ``fec0::/10`` and ``3fff::/20`` global);
 - private targets are reachable only through an allowlist of exact ``host:port`` pairs (tests,
   private deployments). There is no blanket switch.
 """
@@ -21,6 +25,7 @@ import socket
 from collections.abc import Iterable
 
 from schemas import ErrorCode
+from schemas.urls import InvalidURL, parse_ipv4_host
 from streams.errors import FatalError, TransientError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -39,12 +44,15 @@ _BLOCKED_NETS = tuple(
         "fd00:ec2::254/128",  # AWS metadata over IPv6
         "fc00::/7",
         "fe80::/10",
+        "fec0::/10",  # site-local, deprecated (RFC 3879) but still routed inside some sites
         "ff00::/8",
         "100::/64",  # discard-only
-        "2001:db8::/32",
+        "2001:db8::/32",  # documentation
+        "3fff::/20",  # documentation (RFC 9637)
     )
 )
 _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_SIIT = ipaddress.ip_network("::ffff:0:0:0/96")  # IPv4-translated (RFC 2765, RFC 7915)
 _6TO4 = ipaddress.ip_network("2002::/16")
 _TEREDO = ipaddress.ip_network("2001::/32")
 
@@ -56,12 +64,18 @@ class SSRFBlocked(FatalError):
 
 @functools.lru_cache(maxsize=4096)
 def ip_literal(host: str) -> IPAddress | None:
-    """The address ``host`` (bracketed or not) spells, or None if it is a name. Memoised: every
-    request to an IP-literal host asks, and parsing one costs ~3 us."""
+    """The address ``host`` (bracketed or not) spells, or None if it is a name. IPv4 counts in
+    every numeric spelling, canonical or not (``127.1`` is 127.0.0.1). Memoised: every request
+    to an IP-literal host asks, and parsing one costs ~3 us."""
+    bare = host.strip("[]")
     try:
-        return ipaddress.ip_address(host.strip("[]"))
+        return ipaddress.ip_address(bare)
     except ValueError:
-        return None
+        pass
+    try:
+        return parse_ipv4_host(bare)
+    except InvalidURL:
+        return None  # ends in a number yet spells no address: resolve() refuses it
 
 
 def embedded_ipv4(ip: IPAddress) -> list[ipaddress.IPv4Address]:
@@ -72,6 +86,8 @@ def embedded_ipv4(ip: IPAddress) -> list[ipaddress.IPv4Address]:
     if ip.ipv4_mapped is not None:
         found.append(ip.ipv4_mapped)
     packed = ip.packed
+    if ip in _SIIT:
+        found.append(ipaddress.IPv4Address(packed[12:]))
     if packed[:12] == bytes(12) and int(ip) > 1:  # deprecated IPv4-compatible ::a.b.c.d
         found.append(ipaddress.IPv4Address(packed[12:]))
     if ip in _6TO4:
@@ -127,6 +143,10 @@ class EgressGuard:
         if literal is not None:
             self.check_ip(host, literal, port)
             return [(socket.AF_INET6 if literal.version == 6 else socket.AF_INET, str(literal))]
+        try:
+            parse_ipv4_host(host)  # a host ending in a number is an address or nothing
+        except InvalidURL as exc:
+            raise FatalError(ErrorCode.INVALID_URL, str(exc)) from exc
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)

@@ -122,11 +122,17 @@ class AiohttpTransport:
 
     async def send(self, url: URL, headers: Mapping[str, str], proxy: str | None) -> Reply:
         host = url.raw_host or ""
-        if proxy is not None or ip_literal(host) is not None:
+        literal = ip_literal(host)
+        if proxy is not None or literal is not None:
             # aiohttp skips the resolver for IP literals, so they are checked here. Through a proxy
             # the target is resolved by the proxy: checked here too, but that lookup cannot be
             # pinned (see README, egress pools).
             await self._guard.resolve(host, url.port or 80)
+        if literal is not None and literal.version == 4 and host != str(literal):
+            # A numeric spelling (127.1, 2130706433) goes out as the dotted quad the guard
+            # judged, as browsers send it: aiohttp refuses some spellings and hands others to
+            # the resolver, depending on its version.
+            url = url.with_host(str(literal))
         try:
             resp = await self._session.request(
                 "GET", url, headers=headers, allow_redirects=False, proxy=proxy

@@ -41,9 +41,24 @@ NOT_PUBLIC = [
     "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo with client 127.0.0.1 (obfuscated)
     "ff02::1",
     "2001:db8::1",
+    "3fff::1",  # documentation (RFC 9637), which ipaddress calls global
+    "3fff:fff:ffff::1",
+    "fec0::1",  # deprecated site-local, which ipaddress calls global
+    "feff::1",
+    "::ffff:0:7f00:1",  # SIIT IPv4-translated 127.0.0.1, which ipaddress calls global
+    "::ffff:0:a9fe:a9fe",  # SIIT of 169.254.169.254
+    "::ffff:0:a00:1",  # SIIT of 10.0.0.1
 ]
 
-PUBLIC = ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "64:ff9b::808:808", "2002:808:808::1"]
+PUBLIC = [
+    "93.184.216.34",
+    "8.8.8.8",
+    "2606:4700:4700::1111",
+    "64:ff9b::808:808",
+    "2002:808:808::1",
+    "::ffff:0:808:808",  # SIIT of a public address: judged by that address, as NAT64 is
+    "3fff:1000::1",  # just past 3fff::/20
+]
 
 
 @pytest.mark.parametrize("ip", NOT_PUBLIC)
@@ -64,6 +79,15 @@ def test_python_is_global_alone_would_be_fooled() -> None:
     ]
 
 
+def test_siit_addresses_are_unwrapped() -> None:
+    assert embedded_ipv4(ipaddress.ip_address("::ffff:0:7f00:1")) == [
+        ipaddress.IPv4Address("127.0.0.1")
+    ]
+    assert embedded_ipv4(ipaddress.ip_address("::ffff:7f00:1")) == [  # IPv4-mapped, as before
+        ipaddress.IPv4Address("127.0.0.1")
+    ]
+
+
 def test_guard_allows_only_exact_host_port_pairs() -> None:
     guard = EgressGuard(["127.0.0.1:8080", "[::1]:443"])
     guard.check_ip("127.0.0.1", ipaddress.ip_address("127.0.0.1"), 8080)
@@ -76,6 +100,16 @@ def test_guard_allows_only_exact_host_port_pairs() -> None:
 
 async def test_default_guard_blocks_loopback_literal_and_names() -> None:
     guard = EgressGuard()
-    for host in ("127.0.0.1", "[::1]", "localhost", "2130706433", "0x7f000001", "0177.0.0.1"):
+    for host in (
+        "127.0.0.1",
+        "[::1]",
+        "localhost",
+        "2130706433",
+        "0x7f000001",
+        "0177.0.0.1",
+        "127.1",
+        "127.1.",
+        "[::ffff:0:7f00:1]",
+    ):
         with pytest.raises(SSRFBlocked):
             await guard.resolve(host, 80)
