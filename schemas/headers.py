@@ -19,8 +19,9 @@ Headers = list[tuple[str, bytes]]
 
 
 def make(**values: str | None) -> Headers:
-    """Headers from keyword values, skipping None."""
-    return [(k, v.encode()) for k, v in values.items() if v is not None]
+    """Headers from keyword values, skipping None. A value that is not valid Unicode (an
+    exception text quoting what a site sent, say) is encoded with replacement, never raises."""
+    return [(k, v.encode("utf-8", "replace")) for k, v in values.items() if v is not None]
 
 
 def get(

@@ -8,8 +8,9 @@ Invariants:
 - ``write`` is idempotent, so a crash between write and commit only replays it;
 - when the backend fails (``RETRYABLE``), the runner retries the same batch with capped
   exponential backoff and polls nothing new: it pauses, commits nothing, and loses nothing;
-- a record the backend rejects for its content (not a backend outage) goes to the DLQ after
-  the batch is split, so one bad record cannot stall a partition.
+- a record the backend rejects for its content (not a backend outage: any other exception,
+  from the database, the object store or the handler) goes to the DLQ after the batch is
+  split, so one bad record cannot stall a partition.
 """
 
 from __future__ import annotations
@@ -192,11 +193,14 @@ class SinkRunner:
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, self._config.max_backoff_s)
                 continue
-            except psycopg.Error as exc:
+            except Exception as exc:
+                # Not an outage: the backend (or the handler) refused something in this batch,
+                # e.g. a value PostgreSQL rejects or an object key the store refuses. Find the
+                # record by writing one by one; it alone goes to the DLQ: no partition ever stalls.
                 if len(batch) == 1:
-                    await self._to_dlq(
-                        batch[0].raw, "sink_rejected", f"{type(exc).__name__}: {exc}"
-                    )
+                    detail = f"{type(exc).__name__}: {exc}"
+                    log.warning("sink %s: record rejected: %s", self._handler.name, detail)
+                    await self._to_dlq(batch[0].raw, "sink_rejected", detail[:1000])
                     return
                 log.warning(
                     "sink %s: batch rejected (%s); writing one by one", self._handler.name, exc
