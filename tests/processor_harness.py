@@ -75,7 +75,11 @@ class Scripted:
 
 
 def processor(
-    fetcher: Scripted, producer: KafkaLike, topics: TopicSet, max_message_bytes: int
+    fetcher: Scripted,
+    producer: KafkaLike,
+    topics: TopicSet,
+    max_message_bytes: int,
+    limiter: SiteLimiter | None = None,
 ) -> TierProcessor:
     fast = SiteLimit(rate_per_s=1e6, concurrency=1000)
     return TierProcessor(
@@ -87,7 +91,7 @@ def processor(
         StreamMetrics(CollectorRegistry()),
         FetchConfig(),
         WorkerConfig(max_attempts_per_tier=2),
-        SiteLimiter(fast),
+        limiter or SiteLimiter(fast),
         None,
         max_message_bytes=max_message_bytes,
     )

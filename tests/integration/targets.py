@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,6 +28,13 @@ class _Handler(BaseHTTPRequestHandler):
         elif path.startswith("/big/"):
             body = page(int(path.rsplit("/", 1)[1]), BIG_PAGE_BYTES)
             self._send(200, body, "text/html; charset=utf-8")
+        elif path == "/legacy-header":  # a header byte that is not UTF-8 (Latin-1 é)
+            self._send(200, page(5), "text/html; charset=utf-8", {"X-Legacy": "caf\xe9"})
+        elif path == "/nul-header":  # a NUL byte in a header value
+            self._send(200, page(6), "text/html; charset=utf-8", {"X-Nul": "a\x00b"})
+        elif path.startswith("/random/"):  # n bytes gzip cannot shrink (same bytes for same n)
+            n = int(path.rsplit("/", 1)[1])
+            self._send(200, random.Random(n).randbytes(n), "application/octet-stream")
         elif path == "/redirect":
             self._send(302, b"", "text/plain", {"Location": "/page/0"})
         elif path == "/missing":

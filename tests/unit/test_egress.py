@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from streams.egress import EgressConfig, EgressPools, NoProxyAvailable
+from schemas import ErrorCode
+from streams.egress import EgressConfig, EgressFetcher, EgressPools, NoProxyAvailable
+from streams.errors import TransientError
+from streams.fetchers.base import FetchRequest, FetchResponse
 
 pytestmark = pytest.mark.unit
 
@@ -82,3 +85,32 @@ def test_credentials_never_appear_in_labels_or_repr() -> None:
     (proxy,) = p.all_proxies()
     assert "s3cr3t" not in proxy.label + repr(proxy) + str(proxy)
     assert proxy.label == "http://proxy.example:3128"
+
+
+class _TimesOut:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def fetch(self, request: FetchRequest) -> FetchResponse:
+        self.calls += 1
+        raise TransientError(ErrorCode.TIMEOUT, f"no answer within {request.timeout_s}s")
+
+
+@pytest.mark.parametrize(
+    ("timeout_s", "benched"), [(0.05, False), (None, True), (30.0, True), (60.0, True)]
+)
+async def test_timeouts_under_a_deadline_the_job_chose_do_not_bench_a_shared_proxy(
+    timeout_s: float | None, benched: bool
+) -> None:
+    """One tenant's 50 ms deadlines say nothing about the proxy: they must not take it away
+    from everyone else (no usable proxy). Timeouts under the deployment's own deadline do."""
+    p = pools(Clock(), ["http://a:1"], failures_to_cooldown=2)
+    fetcher = EgressFetcher(_TimesOut(), p, "http", default_timeout_s=30.0)
+    for _ in range(5):
+        with pytest.raises(TransientError):
+            await fetcher.fetch(FetchRequest(url="http://example.com/", timeout_s=timeout_s))
+    if benched:
+        with pytest.raises(NoProxyAvailable):
+            p.choose("dc")
+    else:
+        assert p.choose("dc").label == "http://a:1"

@@ -16,8 +16,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from schemas import ErrorCode, TopicSet, default_codec
-from streams.errors import FetchError
+from streams.errors import FetchError, TransientError
 from streams.fetchers.base import FetchResponse
+from streams.politeness import SiteLimit, SiteLimiter
 from tests.processor_harness import (
     KafkaLike,
     Scripted,
@@ -207,3 +208,20 @@ def _plain_job() -> dict[str, Any]:
         "router_reason": None,
         "not_before": None,
     }
+
+
+@pytest.mark.parametrize(("timeout_s", "slows_the_site"), [(0.05, False), (None, True)])
+async def test_a_deadline_the_job_chose_does_not_slow_the_site_for_others(
+    timeout_s: float | None, slows_the_site: bool
+) -> None:
+    limiter = SiteLimiter(SiteLimit(rate_per_s=10, concurrency=4))
+    before = limiter.delay_s("example.com")
+    for _ in range(3):
+        job = _plain_job()
+        job["options"]["timeout_s"] = timeout_s
+        producer = KafkaLike(LIMIT)
+        fetcher = Scripted(error=TransientError(ErrorCode.TIMEOUT, "no answer in time"))
+        await processor(fetcher, producer, TOPICS, LIMIT, limiter).handle(
+            input_record(default_codec(), TOPICS, job)
+        )
+    assert (limiter.delay_s("example.com") > before) is slows_the_site
