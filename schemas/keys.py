@@ -27,9 +27,15 @@ def _extractor() -> tldextract.TLDExtract:
 def site_key(url: str) -> str:
     """Registrable domain of ``url`` (``a.b.example.co.uk`` → ``example.co.uk``).
 
-    IP literals and single-label hosts are their own site. Lower-case, no port.
+    IP literals and single-label hosts are their own site. Lower-case, no port. A string that
+    is no URL at all (``http://[::1``) has the empty site: keying must never fail, the job
+    is refused later with ``invalid_url``.
     """
-    return _site_of_host((urlsplit(url).hostname or "").rstrip(".").lower())
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
+    return _site_of_host(host.rstrip(".").lower())
 
 
 @lru_cache(maxsize=65536)

@@ -103,13 +103,23 @@ def build_router(
                         raise  # shutdown, or Kafka refusing our output: the input stays unacked
                     except Exception as exc:
                         log.exception("%s: processing failed", role)
-                        await dead_letter(
-                            producer,
-                            topics.dlq,
-                            msg,
-                            "processing_error",
-                            f"{type(exc).__name__}: {exc}",
-                        )
+                        if role == "router":
+                            # A job is never dropped for a routing fault: the http tier gets
+                            # it as it came and ends it, fetched or failed with the reason.
+                            await producer.send(
+                                topics.tier(_TIERS[0]),
+                                msg.value,
+                                key=msg.key,
+                                headers=event_headers(msg.headers),
+                            )
+                        else:
+                            await dead_letter(
+                                producer,
+                                topics.dlq,
+                                msg,
+                                "processing_error",
+                                f"{type(exc).__name__}: {exc}",
+                            )
                     await noack.ack(event)
 
         return run

@@ -174,3 +174,18 @@ async def test_a_result_larger_than_a_kafka_record_fails_too_large(
     assert rows[big]["status"] == "failed" and rows[big]["error_code"] == "too_large"
     assert "max_body_bytes" in rows[big]["error_message"]
     assert rows[after]["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://[not-an-ip]/x", "not a url at all"])
+async def test_an_auto_job_the_router_cannot_key_still_ends(stack: Stack, url: str) -> None:
+    job_id = str(uuid.uuid4())
+    async with AIOKafkaProducer(bootstrap_servers=stack.kafka.bootstrap) as producer:
+        await producer.send_and_wait(
+            stack.kafka.topics.requests,
+            json.dumps(
+                {"job_id": job_id, "tenant": stack.tenant, "url": url, "tier": "auto"}
+            ).encode(),
+            key=b"?",
+        )
+    rows = await wait_final(stack.dsn, [job_id], timeout_s=60)
+    assert rows[job_id]["status"] == "failed" and rows[job_id]["error_code"] == "invalid_url"

@@ -31,6 +31,10 @@ pytestmark = pytest.mark.unit
         ("http://[::1]/", "::1"),
         ("http://localhost:3000/", "localhost"),
         ("http://xn--bcher-kva.example/", "xn--bcher-kva.example"),
+        # No URL at all: the empty site, never an exception (keying comes before validation).
+        ("http://[::1", ""),
+        ("http://[not-an-ip]/", ""),
+        ("", ""),
     ],
 )
 def test_site_key(url: str, expected: str) -> None:
