@@ -15,6 +15,7 @@ import asyncio
 import json
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,6 +46,7 @@ class Poison:
     partition: int = -1
     offset: int = -1
     job_id: str | None = None
+    code: str = "invalid_url"  # the error code a decodable poison's job ends with
 
 
 def _request(tenant: str, url: str, job_id: str | None = None) -> dict[str, Any]:
@@ -218,6 +220,30 @@ async def test_poison_records_on_every_input_topic(
                 job_id=job["job_id"],
             )
         )
+        # A job id that is no UUID has no job to end (it names rows and objects): the DLQ.
+        bad_id = {"job_id": "..", "tenant": stack.tenant, "url": f"{slow_site.base}/x"}
+        poisons.append(
+            Poison("job id '..'", topic, json.dumps(bad_id).encode(), "invalid_job_id", SITE_KEY)
+        )
+        # Options a producer may not send: the job ends failed, saying which and why.
+        for name, options in (
+            ("NUL in wait_for", {"wait_for": "#app\u0000"}),
+            ("framing header", {"headers": {"Transfer-Encoding": "chunked"}}),
+            ("huge max_body_bytes", {"max_body_bytes": 2**62}),
+        ):
+            job = {**_request(stack.tenant, f"{slow_site.base}/x"), "options": options}
+            job.pop("created_at")
+            poisons.append(
+                Poison(
+                    name,
+                    topic,
+                    json.dumps(job).encode(),
+                    None,
+                    SITE_KEY,
+                    job_id=job["job_id"],
+                    code="invalid_request",
+                )
+            )
     poisons += _undecodable(topics.results, codec.encode("ScrapeResult", _result(stack.tenant)))
     poisons += _undecodable(topics.metering, codec.encode("Metering", _metering(stack.tenant)))
     await _produce(stack, poisons)
@@ -262,14 +288,15 @@ async def test_poison_records_on_every_input_topic(
     for p in poisons:
         if p.reason is None:
             assert copies[p.name + " @" + p.topic] == 0, p.name
-            assert rows[p.job_id or ""] == {"status": "failed", "error_code": "invalid_url"}
+            assert rows[p.job_id or ""] == {"status": "failed", "error_code": p.code}, p.name
     assert sum(len(v) for v in dlq.values()) == len(dead)  # nothing else went to the DLQ
     broken = {c["name"]: c["examples"] for c in report["checks"] if c["status"] != "ok"}
     assert code == 0 and not broken, broken
     f = report["figures"]
     assert f["dlq"]["undecodable_inputs"] == len(dead) == f["dlq"]["records"], f["dlq"]
     assert f["jobs"]["total"] == f["jobs"]["final"] == n + len(invalid_url_jobs), f["jobs"]
-    assert f["jobs"]["error_codes"] == {"invalid_url": len(invalid_url_jobs)}, f["jobs"]
+    codes = Counter(p.code for p in poisons if p.reason is None)
+    assert f["jobs"]["error_codes"] == codes, f["jobs"]
     assert f["attempts"]["rows"] == f["metering"]["distinct_events"] == n + len(invalid_url_jobs)
 
 
