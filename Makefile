@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PG_INITDB := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb))
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps kafka-jars run test test-unit test-integration test-faults lint bench clean
+.PHONY: install system-deps kafka-jars run test test-unit test-integration test-faults lint bench lock clean
 
 install: system-deps $(STAMP) kafka-jars
 
@@ -32,11 +32,33 @@ system-deps:
 	  fi; \
 	fi
 
-$(STAMP): pyproject.toml
+# Exactly the versions in requirements.lock (hash-checked), then the package itself without
+# resolving anything. `pip check` catches a dependency of pyproject.toml the lock lacks (only
+# scrapifie's own lines: bench tools installed over the venv may want other versions).
+$(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
+	@if $(PY) -m pip check | grep '^scrapifie '; then \
+	  echo "requirements.lock does not satisfy pyproject.toml: run make lock" >&2; exit 1; fi
 	@touch $(STAMP)
+
+# Re-resolve the locks on purpose (uv, installed into the venv on demand). By default every
+# package moves to the newest version pyproject.toml allows; LOCK_ARGS= keeps the pins and only
+# follows edits to pyproject.toml; LOCK_ARGS='--upgrade-package aiohttp' moves one package.
+# Review the diff and run the tests: the next make installs it. The bench lock is resolved the
+# same way with the bench extra added, so it differs only where the bench tools need other
+# versions; `make bench` installs it over the venv. Universal: one lock for every platform and
+# Python >= 3.11.
+LOCK_ARGS ?= --upgrade
+UV_COMPILE = $(VENV)/bin/uv pip compile pyproject.toml --universal --python-version 3.11 \
+	--generate-hashes --custom-compile-command "make lock" $(LOCK_ARGS)
+lock:
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q uv
+	$(UV_COMPILE) --extra dev -o requirements.lock
+	$(UV_COMPILE) --extra dev --extra bench -o requirements-bench.lock
 
 # Resolve the pinned Kafka broker jars into ~/.m2 (cached across runs).
 kafka-jars:
@@ -64,8 +86,8 @@ test-faults: install
 
 # Benchmarks (never part of `make test`): see bench/README.md.
 bench: install
-	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m pip install -q -r requirements-bench.lock
 	$(PY) -m bench
 
 clean:
-	rm -rf .data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .data .pytest_cache .mypy_cache .ruff_cache .hypothesis
