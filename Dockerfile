@@ -19,13 +19,16 @@ RUN apt-get update \
 # Only what the wheel is built from (pyproject's packages + the readme it names), so local state
 # (.venv, .data, caches) never reaches the image even without a .dockerignore.
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY scrapifie ./scrapifie
 COPY streams ./streams
 COPY schemas ./schemas
 COPY connectors ./connectors
-RUN pip install . \
-    && cd / && rm -rf /src
+# The same versions as `make` installs: the lock's pins as constraints (without the dev tools
+# it also pins, and without its hashes, which pip cannot check for the local package).
+RUN grep -E '^[A-Za-z0-9]' requirements.lock | sed 's/ \\$//' > /tmp/constraints.txt \
+    && pip install -c /tmp/constraints.txt . \
+    && cd / && rm -rf /src /tmp/constraints.txt
 
 # Unprivileged runtime user; /data holds the little local state a process keeps (Faust's datadir).
 RUN groupadd --system --gid 10001 scrapifie \
