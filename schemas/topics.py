@@ -37,9 +37,32 @@ class Key(StrEnum):
     JOB_ID = "job_id"
 
 
+class Role(StrEnum):
+    """The processes of a deployment, as they produce to and consume from topics. ``scrapifie
+    <role>`` runs one (a worker per tier); OPERATOR is a person or program outside it."""
+
+    GATEWAY = "gateway"
+    ROUTER = "router"
+    WORKER_HTTP = "worker-http"
+    WORKER_BROWSER = "worker-browser"
+    WORKER_STEALTH = "worker-stealth"
+    SINK = "sink"
+    OPERATOR = "operator"
+
+
+WORKERS: Final = {
+    Tier.HTTP: Role.WORKER_HTTP,
+    Tier.BROWSER: Role.WORKER_BROWSER,
+    Tier.STEALTH: Role.WORKER_STEALTH,
+}
+_ALL_WORKERS: Final = tuple(WORKERS.values())
+
+
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
-    """One topic. ``value`` names the Avro record (None: raw bytes, as on the DLQ)."""
+    """One topic. ``value`` names the Avro record (None: raw bytes, as on the DLQ).
+    ``producers`` and ``consumers`` are the roles that write and read it: a deployment that
+    runs a producer of a topic must run one of its consumers, or records pile up unread."""
 
     base: str
     key: Key
@@ -47,29 +70,86 @@ class TopicSpec:
     partitions: int
     doc: str
     config: dict[str, str] = field(default_factory=dict)
+    producers: tuple[Role, ...] = ()
+    consumers: tuple[Role, ...] = ()
 
 
 # Large enough for a result carrying a capped, gzipped page plus a screenshot.
 MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
 _BIG = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
 
+
+def _tier_topic(tier: Tier, partitions: int) -> TopicSpec:
+    lower = TIER_ORDER[: TIER_ORDER.index(tier)]
+    return TopicSpec(
+        f"scrape.{tier.value}",
+        Key.SITE,
+        "ScrapeRequest",
+        partitions,
+        f"jobs for the {tier.value} tier",
+        # The gateway and producers; the router (auto jobs); lower tiers escalating; the tier's
+        # own delay releasers. The ledger sink writes a queued row for every job it sees.
+        producers=(
+            Role.GATEWAY,
+            Role.OPERATOR,
+            Role.ROUTER,
+            WORKERS[tier],
+            *(WORKERS[t] for t in lower),
+        ),
+        consumers=(WORKERS[tier], Role.SINK),
+    )
+
+
 SPECS: Final[tuple[TopicSpec, ...]] = (
     TopicSpec(
-        "scrape.requests", Key.SITE, "ScrapeRequest", 6, "jobs with tier auto (router input)"
+        "scrape.requests",
+        Key.SITE,
+        "ScrapeRequest",
+        6,
+        "jobs with tier auto (router input)",
+        producers=(Role.GATEWAY, Role.OPERATOR),
+        consumers=(Role.ROUTER, Role.SINK),
     ),
-    TopicSpec("scrape.http", Key.SITE, "ScrapeRequest", 6, "jobs for the http tier"),
-    TopicSpec("scrape.browser", Key.SITE, "ScrapeRequest", 6, "jobs for the browser tier"),
-    TopicSpec("scrape.stealth", Key.SITE, "ScrapeRequest", 3, "jobs for the stealth tier"),
-    TopicSpec("scrape.results", Key.JOB_ID, "ScrapeResult", 6, "one final result per job", _BIG),
-    TopicSpec("scrape.escalations", Key.JOB_ID, "Escalation", 3, "tier hand-overs"),
+    _tier_topic(Tier.HTTP, 6),
+    _tier_topic(Tier.BROWSER, 6),
+    _tier_topic(Tier.STEALTH, 3),
+    TopicSpec(
+        "scrape.results",
+        Key.JOB_ID,
+        "ScrapeResult",
+        6,
+        "one final result per job",
+        _BIG,
+        producers=_ALL_WORKERS,
+        consumers=(Role.SINK, Role.OPERATOR),
+    ),
+    TopicSpec(
+        "scrape.escalations",
+        Key.JOB_ID,
+        "Escalation",
+        3,
+        "tier hand-overs",
+        producers=_ALL_WORKERS,
+        consumers=(Role.SINK,),
+    ),
     TopicSpec(
         "scrape.routing",
         Key.SITE,
         "RouteFeedback",
         6,  # must equal scrape.requests: the router reads both into one table
         "per-site outcomes the router learns from",
+        producers=_ALL_WORKERS,
+        consumers=(Role.ROUTER,),
     ),
-    TopicSpec("scrape.metering", Key.JOB_ID, "Metering", 3, "usage per attempt"),
+    TopicSpec(
+        "scrape.metering",
+        Key.JOB_ID,
+        "Metering",
+        3,
+        "usage per attempt",
+        producers=_ALL_WORKERS,
+        consumers=(Role.SINK,),
+    ),
     *(
         TopicSpec(
             f"scrape.{tier.value}.delay.{seconds}s",
@@ -78,6 +158,8 @@ SPECS: Final[tuple[TopicSpec, ...]] = (
             3,
             f"{tier.value} jobs waiting {seconds}s before going back to scrape.{tier.value}"
             " (retries with backoff, sites at their limit)",
+            producers=(WORKERS[tier],),
+            consumers=(WORKERS[tier],),
         )
         for tier in Tier
         for seconds in (5, 30, 300)
@@ -89,6 +171,8 @@ SPECS: Final[tuple[TopicSpec, ...]] = (
         3,
         "undecodable or unprocessable records: original bytes; reason in headers",
         _BIG,
+        producers=(Role.ROUTER, *_ALL_WORKERS, Role.SINK),
+        consumers=(Role.OPERATOR,),
     ),
 )
 

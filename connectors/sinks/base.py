@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from connectors.config import SinkConfig
 from connectors.storage import StorageError
-from schemas import TIER_ORDER, Codec, DecodeError
+from schemas import SPECS, TIER_ORDER, Codec, DecodeError
 from schemas import headers as hdr
 from schemas.kafka import EventProducer, KafkaConfig, consumer_kwargs
 
@@ -109,7 +109,9 @@ class SinkRunner:
         topics = kafka.topics
         self._request_topics = {topics.requests, *(topics.tier(t) for t in TIER_ORDER)}
         # A record of the wrong type on a topic is as undecodable as garbage: DLQ, not a crash.
-        self._expected = {topics.results: "ScrapeResult", topics.metering: "Metering"}
+        self._expected = {
+            topics.name(spec.base): spec.value for spec in SPECS if spec.value is not None
+        }
         self._consumer = AIOKafkaConsumer(
             *handler.topics(),
             **consumer_kwargs(

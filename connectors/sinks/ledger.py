@@ -1,6 +1,7 @@
-"""The ledger sink: one ``attempts`` row per metering event (credits charged once), and a
-``queued`` job row for every request seen on the tier topics (for jobs published straight to
-Kafka). Undecodable requests are the tier workers' to send to the DLQ; they are skipped here."""
+"""The ledger sink: one ``attempts`` row per metering event (credits charged once), one
+``escalations`` row per tier hand-over, and a ``queued`` job row for every request seen on the
+tier topics (for jobs published straight to Kafka). Undecodable requests are the tier workers'
+to send to the DLQ; they are skipped here."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from connectors.sinks.base import Decoded
 from connectors.sinks.pg import (
     INSERT_ATTEMPTS,
     INSERT_QUEUED,
+    Params,
     PgWriter,
     attempts_params,
     queued_params,
 )
+from connectors.sinks.pg import _columns as columns
 from schemas import TIER_ORDER, TopicSet
 
 
@@ -26,21 +29,60 @@ class LedgerSink:
         self._db = db
 
     def topics(self) -> list[str]:
-        return [self._topics.metering, self._topics.requests, *map(self._topics.tier, TIER_ORDER)]
+        return [
+            self._topics.metering,
+            self._topics.escalations,
+            self._topics.requests,
+            *map(self._topics.tier, TIER_ORDER),
+        ]
 
     def dlq_topics(self) -> set[str]:
-        return {self._topics.metering}
+        return {self._topics.metering, self._topics.escalations}
 
     async def write(self, batch: list[Decoded]) -> None:
         attempts: list[dict[str, Any]] = []
+        escalations: list[dict[str, Any]] = []
         queued: list[dict[str, Any]] = []
         for d in batch:
             if d.kind == "Metering":
                 attempts.append(d.value)
+            elif d.kind == "Escalation":
+                escalations.append(d.value)
             elif d.kind == "ScrapeRequest":
                 if d.value["created_at"].timestamp() <= 0:  # JSON producers may omit it
                     d.value["created_at"] = datetime.now(UTC)
                 queued.append(d.value)
         await self._db.execute_many(
-            [(INSERT_QUEUED, queued_params(queued)), (INSERT_ATTEMPTS, attempts_params(attempts))]
+            [
+                (INSERT_QUEUED, queued_params(queued)),
+                (INSERT_ATTEMPTS, attempts_params(attempts)),
+                (INSERT_ESCALATIONS, escalations_params(escalations)),
+            ]
         )
+
+
+INSERT_ESCALATIONS = """
+INSERT INTO escalations (event_id, job_id, tenant_id, from_tier, to_tier, reason, http_status,
+                         marker, created_at)
+SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
+                     %b::int[], %b::text[], %b::timestamptz[])
+ON CONFLICT (event_id) DO NOTHING
+"""
+
+_ESCALATION_COLUMNS = (
+    "event_id",
+    "job_id",
+    "tenant",
+    "from_tier",
+    "to_tier",
+    "reason",
+    "http_status",
+    "marker",
+    "created_at",
+)
+
+
+def escalations_params(rows: list[dict[str, Any]]) -> Params:
+    """INSERT_ESCALATIONS' parameters (one row per event id, in key order)."""
+    by_event = {r["event_id"]: r for r in reversed(rows)}
+    return columns([by_event[k] for k in sorted(by_event)], _ESCALATION_COLUMNS)

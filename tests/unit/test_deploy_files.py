@@ -11,6 +11,11 @@ from typing import Any
 
 import yaml
 
+from connectors.sinks.ledger import LedgerSink
+from connectors.sinks.results import ResultsSink
+from schemas import SPECS, TopicSet
+from schemas.topics import Role
+from scrapifie.settings import Settings
 from streams.browser_pool import HEADLESS_SHELL
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,3 +77,65 @@ def test_the_image_installs_the_chromium_the_browser_tiers_launch() -> None:
     assert HEADLESS_SHELL == "/usr/bin/chromium-headless-shell"
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "chromium-headless-shell" in dockerfile
+
+
+def _roles(services: dict[str, Any]) -> dict[str, Role]:
+    """service name -> the pipeline role its command runs (services of the scrapifie image)."""
+    out = {}
+    for name, svc in services.items():
+        cmd = svc.get("command") or []
+        if svc.get("image") != "scrapifie:local" or not cmd:
+            continue
+        if cmd[:2] == ["worker", "--tier"]:
+            out[name] = Role(f"worker-{cmd[2]}")
+        elif cmd[0] in ("router", "sink", "gateway"):
+            out[name] = Role(cmd[0])
+    return out
+
+
+def test_every_topic_a_service_produces_to_has_a_consuming_service() -> None:
+    """From the topic table: a compose stack that runs a producer of a topic runs one of its
+    consumers (a job to scrape.requests with no router never started, say)."""
+    present = set(_roles(_compose()["services"]).values())
+    assert Role.GATEWAY in present
+    unread = [
+        (spec.base, sorted(present & set(spec.producers)))
+        for spec in SPECS
+        if present & set(spec.producers)
+        and set(spec.consumers) != {Role.OPERATOR}  # the DLQ is read by people
+        and not present & set(spec.consumers)
+    ]
+    assert not unread, f"produced to but consumed by no service: {unread}"
+
+
+def test_the_sinks_consume_what_the_topic_table_says() -> None:
+    topics = TopicSet()
+    handlers = [ResultsSink(topics, None, None), LedgerSink(topics, None)]  # type: ignore[arg-type]
+    consumed = {t for h in handlers for t in h.topics()}
+    declared = {topics.name(s.base) for s in SPECS if Role.SINK in s.consumers}
+    assert consumed == declared
+
+
+def test_prometheus_scrapes_every_process_that_serves_metrics() -> None:
+    defaults = Settings.model_fields
+    port = {
+        Role.ROUTER: defaults["router_metrics_port"].default,
+        Role.SINK: defaults["sink_metrics_port"].default,
+        **dict.fromkeys(
+            (Role.WORKER_HTTP, Role.WORKER_BROWSER, Role.WORKER_STEALTH),
+            defaults["worker_metrics_port"].default,
+        ),
+        Role.GATEWAY: Settings().gateway.port,  # /metrics on the API port
+    }
+    prom = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    scraped: set[tuple[str, int]] = set()
+    for job in prom["scrape_configs"]:
+        for sd in job.get("dns_sd_configs", []):
+            scraped |= {(n, int(sd["port"])) for n in sd["names"]}
+        for sc in job.get("static_configs", []):
+            for target in sc["targets"]:
+                host, _, p = target.partition(":")
+                scraped.add((host, int(p)))
+    services = _compose()["services"]
+    missing = [(n, port[r]) for n, r in _roles(services).items() if (n, port[r]) not in scraped]
+    assert not missing, f"not scraped by Prometheus: {missing}"
