@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -61,6 +62,19 @@ _RESULT_COLUMNS = (
     "created_at",
     "finished_at",
 )
+
+# Wakes the gateway's ?wait= requests (connectors/waiters.py) when their jobs turn final. Sent in
+# the results transaction, so it is delivered on commit, never before the row is visible. One
+# notification per chunk of ids: a payload holds at most 8000 bytes, and 150 ids of 36
+# characters plus commas take 5,550.
+JOBS_FINAL_CHANNEL = "scrapifie_jobs_final"
+NOTIFY_CHUNK = 150
+NOTIFY_FINAL = f"""
+SELECT pg_notify(%s, string_agg(j, ',')) FROM (
+    SELECT j, (row_number() OVER () - 1) / {NOTIFY_CHUNK} AS chunk FROM unnest(%b::text[]) AS x(j)
+) ids GROUP BY chunk
+"""
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 # A job is seen on scrape.requests (tier auto), then on the tier topic the router chose: the
 # second sighting only adds the router's reason; nothing here ever touches a final row.
@@ -149,6 +163,15 @@ def attempts_params(rows: Sequence[Mapping[str, Any]]) -> Params:
     """INSERT_ATTEMPTS' parameters (event ids are unique; a repeat is skipped by the insert)."""
     by_event = {r["event_id"]: r for r in reversed(rows)}
     return _columns([by_event[k] for k in sorted(by_event)], _ATTEMPT_COLUMNS)
+
+
+def notify_params(job_ids: Iterable[str]) -> list[list[Any]]:
+    """NOTIFY_FINAL's parameters (none when no id qualifies). Only canonical UUIDs are sent:
+    they are the only ids the gateway waits for, and nothing longer can overflow a payload."""
+    ids = sorted({j for j in job_ids if _CANONICAL_UUID.fullmatch(j)})
+    if not ids:
+        return []
+    return [[JOBS_FINAL_CHANNEL, ids]]
 
 
 class PgWriter:

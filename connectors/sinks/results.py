@@ -3,7 +3,8 @@
 Per job only the first final result counts: a result for a job whose row is already final is
 skipped entirely (no object, no row change). Because the object is written before the row, a
 ``succeeded`` row always has its object; a crash between the two replays the same result, whose
-object is already there (``put_if_absent``) and whose row is then written.
+object is already there (``put_if_absent``) and whose row is then written. The same transaction
+notifies the gateway's waiters (``NOTIFY_FINAL``), so they wake once the rows are visible.
 """
 
 from __future__ import annotations
@@ -11,7 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 from connectors.sinks.base import Decoded
-from connectors.sinks.pg import UPSERT_RESULTS, PgWriter, results_params
+from connectors.sinks.pg import (
+    NOTIFY_FINAL,
+    UPSERT_RESULTS,
+    PgWriter,
+    notify_params,
+    results_params,
+)
 from connectors.storage import ObjectStore
 from schemas import TopicSet, content_object_key, screenshot_object_key
 
@@ -45,7 +52,13 @@ class ResultsSink:
                 objects.append((shot, r["screenshot"], "image/png"))
         await self._store.put_many_if_absent(objects)  # durable before any row names them
         rows = [{**r, "content_key": _key(r), "screenshot_key": _shot_key(r)} for r in todo]
-        await self._db.execute_many([(UPSERT_RESULTS, results_params(rows))])
+        # The notification goes out with the commit: a woken waiter reads the final row.
+        await self._db.execute_many(
+            [
+                (UPSERT_RESULTS, results_params(rows)),
+                (NOTIFY_FINAL, notify_params(r["job_id"] for r in rows)),
+            ]
+        )
 
 
 def _key(result: dict[str, Any]) -> str | None:
