@@ -1,8 +1,11 @@
 """`scrapifie up`: the whole local stack in the foreground.
 
 Order: Kafka broker and PostgreSQL (local, under the data dir) → topics, migrations, a default
-tenant → worker(s), sinks and gateway as child processes. Ctrl-C (or SIGTERM) stops the children
-first, then the database and the broker, so nothing is left running.
+tenant → worker(s), sinks and gateway as child processes. Ctrl-C (or SIGTERM, or SIGHUP from a
+closed terminal) stops the children first, then the database and the broker, so nothing is left
+running. If this process is killed outright (SIGKILL, the OOM killer), the kernel signals every
+one of them (``scrapifie.local.process.parent_death_signal``), and the next ``up`` stops a broker
+or database still running on the data dir before starting its own.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from connectors.db import migrate
 from scrapifie.admin import add_tenant, ensure_topics, list_tenants
 from scrapifie.local.kafka import LocalKafka
 from scrapifie.local.postgres import LocalPostgres
+from scrapifie.local.process import parent_death_signal
 from scrapifie.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,8 +53,8 @@ def run_stack(settings: Settings, repo_root: Path, workers: int) -> int:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
     try:
         log.info("starting Kafka on %s", settings.kafka.bootstrap)
         kafka.start()
@@ -78,8 +82,14 @@ def run_stack(settings: Settings, repo_root: Path, workers: int) -> int:
                 child_env["SCRAPIFIE_WORKER_METRICS_PORT"] = str(
                     settings.worker_metrics_port + 10 + i
                 )
+            # The children share our process group (Ctrl-C reaches them too); the parent-death
+            # signal covers a SIGKILL of this process alone.
             children.append(
-                subprocess.Popen([sys.executable, "-m", "scrapifie", *cmd], env=child_env)
+                subprocess.Popen(
+                    [sys.executable, "-m", "scrapifie", *cmd],
+                    env=child_env,
+                    preexec_fn=parent_death_signal(signal.SIGTERM),  # noqa: PLW1509
+                )
             )
         _wait_for_gateway(settings, children)
         log.info(

@@ -2,7 +2,9 @@
 
 The broker jars are resolved by Maven from ``deploy/kafka/pom.xml``; nothing is built. The
 JVM is started directly (``java -cp <classpath> kafka.Kafka server.properties``) in its own
-process group, with stdout and stderr going to a log file.
+process group, with stdout and stderr going to a log file. It does not outlive the process that
+started it: see ``scrapifie.local.process`` for how, and ``LocalKafka.start`` for the broker a
+killed predecessor left behind.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from scrapifie.local.process import parent_death_signal, read_pid, runs_as, terminate
+
 __all__ = ["LocalKafka", "LocalKafkaError"]
 
 log = logging.getLogger(__name__)
@@ -40,6 +44,7 @@ _FORMAT_TIMEOUT_S = 120.0
 _POLL_INTERVAL_S = 0.25
 _PROBE_TIMEOUT_S = 10.0
 _KILL_WAIT_S = 10.0
+_STALE_STOP_TIMEOUT_S = 30.0
 # server.properties keys the runner itself relies on (storage location, identity, listeners).
 _RESERVED_PROPERTIES = frozenset(
     {
@@ -58,7 +63,8 @@ _RESERVED_PROPERTIES = frozenset(
 
 # Brokers started by this process that have not been stopped yet; killed at interpreter exit so
 # that an aborted test run does not leave a JVM behind (the JVM runs in its own session, so it
-# does not receive the terminal's SIGINT).
+# does not receive the terminal's SIGINT). A SIGKILL skips this hook: then the parent-death
+# signal, or the next start's stale-broker check, stops the JVM.
 _live: set[subprocess.Popen[bytes]] = set()
 _live_lock = threading.Lock()
 
@@ -96,7 +102,12 @@ class LocalKafka:
     * ``server.properties`` is rewritten on every ``start()`` from the constructor arguments.
     * At most one broker process per instance. The JVM runs in its own process group; ``stop()``
       and ``kill()`` signal the whole group and reap it, so no java process remains once they
-      return. A broker still running when the interpreter exits is killed by an atexit hook.
+      return. A broker still running when the interpreter exits is killed by an atexit hook;
+      one started from the main thread also gets SIGTERM from the kernel if this process dies
+      without stopping it (SIGKILL).
+    * ``data_dir/kafka.pid`` names the running broker. ``start()`` stops a broker that an
+      earlier, killed process left running on this ``data_dir`` (the pid file names a live java
+      process working in ``data_dir`` on our ``server.properties``) before starting its own.
     * ``start()`` returns only once the broker answers a Kafka metadata request that lists it as
       a live broker; on failure the process is stopped and the error carries the log tail.
     * Maven runs only when no classpath is cached for the current pom content (sha256) or a
@@ -195,6 +206,9 @@ class LocalKafka:
     def start(self, timeout_s: float = 120.0) -> None:
         """Prepare (classpath, config, format) and start the broker; block until it is ready.
 
+        A broker an earlier process started on this ``data_dir`` and never stopped (it was
+        SIGKILLed) is stopped first: SIGTERM, then SIGKILL after 30 s.
+
         Raises:
             LocalKafkaError: java or mvn is missing, a port is already in use, Maven or storage
                 formatting failed, or the broker exited or was not ready within ``timeout_s``
@@ -210,6 +224,7 @@ class LocalKafka:
         if not self.log4j_config.is_file():
             raise LocalKafkaError(f"log4j2 configuration not found: {self.log4j_config}")
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._stop_stale()
         for port in (self.port, self.controller_port):
             if _port_accepts(port):
                 raise LocalKafkaError(
@@ -244,6 +259,8 @@ class LocalKafka:
                 stderr=subprocess.STDOUT,
                 cwd=self.data_dir,
                 start_new_session=True,
+                # SIGTERM (a clean broker shutdown) if we die without stopping it.
+                preexec_fn=parent_death_signal(signal.SIGTERM),  # noqa: PLW1509
             )
         self._proc = proc
         with _live_lock:
@@ -327,6 +344,21 @@ class LocalKafka:
     @property
     def _pid_file(self) -> Path:
         return self.data_dir / "kafka.pid"
+
+    def _stop_stale(self) -> None:
+        """Stop the broker a killed predecessor left running on this data dir; drop its pid file.
+
+        Only a pid naming a live java process that works in ``data_dir`` with our
+        ``server.properties`` on its command line is signalled; any other pid is stale.
+        """
+        pid = read_pid(self._pid_file)
+        if pid is None:
+            return
+        if runs_as(pid, name="java", cwd=self.data_dir, argument=str(self.properties_file)):
+            log.warning("stopping local kafka pid %d left running by an earlier process", pid)
+            if not terminate(pid, _STALE_STOP_TIMEOUT_S, _KILL_WAIT_S):
+                raise LocalKafkaError(f"local kafka pid {pid} (left running) survived SIGKILL")
+        self._pid_file.unlink(missing_ok=True)
 
     def _read_pid_file(self) -> str | None:
         try:

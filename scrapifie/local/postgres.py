@@ -36,6 +36,14 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import TupleRow
 
+from scrapifie.local.process import (
+    child_pids,
+    parent_death_signal,
+    pid_alive,
+    proc_comm,
+    wait_exit,
+)
+
 __all__ = [
     "DEFAULT_ROOT_BASE_DIR",
     "LocalPostgres",
@@ -171,9 +179,11 @@ class LocalPostgres:
       system user; nothing PostgreSQL runs as root.
     * The postmaster started by ``start()`` is a child of this process (own session, stderr
       appended to ``log_file``); ``stop()`` and ``kill()`` reap it, so no zombie is left even
-      where PID 1 does not reap orphans. "Running" means: ``postmaster.pid`` names a live,
-      non-zombie ``postgres`` process whose cwd is ``cluster_dir``; a ``postmaster.pid`` naming
-      anything else is stale and removed by ``start()``.
+      where PID 1 does not reap orphans. Started from the main thread, it gets a fast-shutdown
+      signal from the kernel if this process dies without stopping it (SIGKILL). "Running"
+      means: ``postmaster.pid`` names a live, non-zombie ``postgres`` process whose cwd is
+      ``cluster_dir``; a ``postmaster.pid`` naming anything else is stale and removed by
+      ``start()``, and a running one (left by a killed process) is stopped and started again.
     * ``initdb`` runs at most once per cluster (when ``PG_VERSION`` is missing); ``start()``
       after ``stop()`` or ``kill()`` reuses the cluster and its data. ``fsync`` stays on.
     * ``pg_hba.conf`` and ``scrapifie.conf`` (included from ``postgresql.conf``) are rewritten on
@@ -285,7 +295,7 @@ class LocalPostgres:
     def pid(self) -> int | None:
         """The running postmaster's pid (see the class invariants), else ``None``."""
         pid = self._read_postmaster_pid()
-        if pid is None or not _pid_alive(pid):
+        if pid is None or not pid_alive(pid):
             return None
         return pid if _is_postmaster_of(pid, self.cluster_dir) else None
 
@@ -407,7 +417,7 @@ class LocalPostgres:
             pid = proc.pid
         if pid is None:
             raise LocalPostgresError(f"local postgres on {self.cluster_dir} is not running")
-        children = _child_pids(pid)
+        children = child_pids(pid)
         deadline = time.monotonic() + timeout_s
         if proc is not None and proc.pid == pid:
             proc.kill()
@@ -420,15 +430,15 @@ class LocalPostgres:
             # Started by another process (or instance): we cannot reap it; a zombie counts as
             # exited, and start() then treats its postmaster.pid as stale.
             os.kill(pid, signal.SIGKILL)
-            if not _wait_exit([pid], deadline):
+            if not wait_exit([pid], deadline):
                 raise LocalPostgresError(f"postmaster pid {pid} survived SIGKILL")
-        if not _wait_exit(children, deadline):
-            left = [child for child in children if _pid_alive(child)]
+        if not wait_exit(children, deadline):
+            left = [child for child in children if pid_alive(child)]
             log.warning("postgres children %s outlived the postmaster; killing them", left)
             for child in left:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(child, signal.SIGKILL)
-            _wait_exit(left, time.monotonic() + 5.0)
+            wait_exit(left, time.monotonic() + 5.0)
         log.info("local postgres postmaster pid %d killed (%d children)", pid, len(children))
 
     def destroy(self) -> None:
@@ -710,7 +720,7 @@ class LocalPostgres:
                 pid = int(lock.read_text().split("\n", 1)[0].strip())
             except (OSError, ValueError):
                 continue
-            if _pid_alive(pid):
+            if pid_alive(pid):
                 continue
             log.info("removing stale socket lock %s (pid %d)", lock, pid)
             lock.unlink(missing_ok=True)
@@ -741,6 +751,8 @@ class LocalPostgres:
                     extra_groups=child.groups,
                     umask=0o077,
                     start_new_session=True,
+                    # Fast shutdown if we die without stopping it (see scrapifie.local.process).
+                    preexec_fn=parent_death_signal(_STOP_SIGNALS["fast"]),  # noqa: PLW1509
                 )
             except OSError as exc:
                 raise LocalPostgresError(f"cannot run {cmd[0]}: {exc}") from exc
@@ -829,33 +841,12 @@ def _conf_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """``(state, ppid)`` from ``/proc/<pid>/stat``, or ``None`` if unavailable."""
-    try:
-        data = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    # "pid (comm) state ppid ..."; comm may contain spaces and parentheses.
-    fields = data[data.rfind(b")") + 2 :].split()
-    try:
-        return fields[0].decode(), int(fields[1])
-    except (IndexError, ValueError):
-        return None
-
-
-def _proc_comm(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return None
-
-
 def _is_postmaster_of(pid: int, cluster_dir: Path) -> bool:
     """Whether ``pid`` is a postgres process working in ``cluster_dir`` (guards pid reuse).
 
     Without ``/proc`` (or when it is not readable) the check is skipped and returns ``True``.
     """
-    comm = _proc_comm(pid)
+    comm = proc_comm(pid)
     if comm is not None and comm not in {"postgres", "postmaster"}:
         return False
     try:
@@ -863,38 +854,3 @@ def _is_postmaster_of(pid: int, cluster_dir: Path) -> bool:
     except OSError:
         return True
     return Path(cwd) == cluster_dir
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether ``pid`` exists and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    if not Path("/proc/self/stat").exists():
-        return True
-    info = _proc_stat(pid)
-    return info is not None and info[0] != "Z"
-
-
-def _child_pids(pid: int) -> list[int]:
-    """The live children of ``pid`` (Linux ``/proc``; empty elsewhere)."""
-    children = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        child = int(entry.name)
-        info = _proc_stat(child)
-        if info is not None and info[1] == pid and info[0] != "Z":
-            children.append(child)
-    return children
-
-
-def _wait_exit(pids: list[int], deadline: float) -> bool:
-    """Poll until none of ``pids`` is alive (zombies count as exited) or ``deadline``."""
-    while True:
-        if not any(_pid_alive(pid) for pid in pids):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)

@@ -8,12 +8,18 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import psycopg
 
 from tests.faults.infra import FINAL, FaultStack
+
+
+class Gateway(Protocol):
+    """What ``submit`` needs of a stack: a client of its gateway with a tenant's key."""
+
+    def client(self, api_key: str | None = None, timeout_s: float = 30) -> httpx.AsyncClient: ...
 
 
 @dataclass
@@ -36,7 +42,7 @@ class Submission:
 
 
 async def submit(
-    stack: FaultStack,
+    stack: Gateway,
     urls: Sequence[str],
     *,
     rate_per_s: float | None = None,

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,7 +14,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from scrapifie.local.kafka import LocalKafka
+from scrapifie.local.kafka import LocalKafka, LocalKafkaError
 from scrapifie.local.ports import free_port
 
 POM = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "pom.xml"
@@ -121,3 +124,67 @@ def test_local_kafka_round_trip_and_restart(tmp_path: Path) -> None:
     finally:
         kafka.stop()
     assert not kafka.running
+
+
+# Stands in for a broker JVM left running by a killed `scrapifie up`: named java, listening on
+# the broker port, with server.properties on its command line (argv[2]).
+_FAKE_BROKER = """
+import socket, sys, time
+sock = socket.socket()
+sock.bind(("127.0.0.1", int(sys.argv[1])))
+sock.listen()
+print("ready", flush=True)
+time.sleep(300)
+"""
+
+
+def _fake_broker(tmp_path: Path, kafka: LocalKafka, cwd: Path) -> subprocess.Popen[str]:
+    java = tmp_path / "bin" / "java"  # /proc/<pid>/comm is the executable's file name
+    java.parent.mkdir(exist_ok=True)
+    java.symlink_to(sys.executable)
+    kafka.data_dir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [str(java), "-c", _FAKE_BROKER, str(kafka.port), str(kafka.properties_file)],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    with proc.stdout:
+        assert proc.stdout.readline().strip() == "ready"
+    (kafka.data_dir / "kafka.pid").write_text(f"{proc.pid}\n")
+    return proc
+
+
+def test_start_stops_the_broker_a_killed_process_left_running(tmp_path: Path) -> None:
+    kafka = LocalKafka(
+        data_dir=tmp_path / "kafka", port=free_port(), controller_port=free_port(), pom=POM
+    )
+    left = _fake_broker(tmp_path, kafka, cwd=kafka.data_dir)
+    try:
+        kafka.start(timeout_s=180)
+        assert left.wait(5) == -signal.SIGTERM
+        assert kafka.running
+        assert (kafka.data_dir / "kafka.pid").read_text() == f"{kafka.pid}\n"
+    finally:
+        kafka.stop()
+        if left.poll() is None:
+            left.kill()
+            left.wait()
+
+
+def test_start_leaves_a_process_that_is_not_its_broker_alone(tmp_path: Path) -> None:
+    kafka = LocalKafka(
+        data_dir=tmp_path / "kafka", port=free_port(), controller_port=free_port(), pom=POM
+    )
+    # The pid file names a java process on our port, but one working elsewhere: not ours.
+    other = _fake_broker(tmp_path, kafka, cwd=tmp_path)
+    try:
+        with pytest.raises(LocalKafkaError, match="already accepts connections"):
+            kafka.start(timeout_s=30)
+        assert other.poll() is None
+        assert not kafka.running
+    finally:
+        other.kill()
+        other.wait()

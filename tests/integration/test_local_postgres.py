@@ -96,3 +96,23 @@ def test_wrong_password_is_rejected_over_tcp(pg: LocalPostgres) -> None:
         with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
             psycopg.connect(bad, connect_timeout=5).close()
     assert not pg.is_running()
+
+
+def test_start_restarts_a_server_another_process_left_running(pg: LocalPostgres) -> None:
+    """What ``scrapifie up`` finds after a predecessor was SIGKILLed before its database got
+    the parent-death signal: a second instance on the same data dir stops that server (it may
+    run an old configuration) and starts its own, keeping the data."""
+    pg.start()
+    with psycopg.connect(pg.dsn) as conn:
+        conn.execute("CREATE TABLE pages (id int PRIMARY KEY, body text NOT NULL)")
+        conn.execute("INSERT INTO pages VALUES (1, 'kept')")
+    first = pg.pid
+    successor = LocalPostgres(data_dir=pg.data_dir, port=pg.port)
+    try:
+        successor.start()
+        assert successor.pid not in (None, first)
+        assert _rows(successor.dsn) == [(1, "kept")]
+    finally:
+        successor.stop()
+    pg.stop()  # reaps the first postmaster
+    assert not pg.is_running()
