@@ -1,16 +1,16 @@
 """The HTTP ingest gateway: accepts jobs from people and publishes them to Kafka.
 
 Writes go to Kafka only (the sinks own PostgreSQL), so the gateway keeps accepting jobs while
-PostgreSQL is down; reads come from PostgreSQL and answer 503 while it is down. Every error body
-is ``{"error": {"code": ..., "message": <what to fix>}}``.
+PostgreSQL is down; reads come from PostgreSQL and answer 503 while it is down. Every error the
+gateway answers, unknown routes and its own defects (500 ``internal``, logged with the trace id)
+included, has the body ``{"error": {"code": ..., "message": <what to fix>}}`` and is counted in
+``scrapifie_gateway_errors_total{route,code}``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gzip
 import hashlib
-import json
 import logging
 import time
 import uuid
@@ -24,19 +24,32 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from connectors.api import (
+    ApiError,
+    accepted,
+    error_response,
+    job_json,
+    json_body,
+    request_trace_id,
+    wait_param,
+)
 from connectors.config import GatewayConfig
+from connectors.content import SAFE_HEADERS, media_type, send_gzipped
 from connectors.openapi import OPENAPI
 from connectors.sinks.pg import INSERT_QUEUED, queued_params
 from connectors.storage import ObjectStore, StorageError
+from connectors.waiters import JobListener, Waiters, wait_final
 from schemas import default_codec, site_key
 from schemas import headers as hdr
 from schemas.kafka import EventProducer, KafkaConfig
+from schemas.options import DEFAULT_LIMITS, InvalidOptions, JobLimits, parse_options
 from schemas.urls import InvalidURL, validate_url
 
 log = logging.getLogger(__name__)
@@ -45,21 +58,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TENANT: web.RequestKey[str] = web.RequestKey("tenant", str)
 TRACE: web.RequestKey[str] = web.RequestKey("trace_id", str)
 KEY_CACHE_TTL_S = 60.0
-FINAL = ("succeeded", "failed")
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
-
-
-def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.json_response(
-        {"error": {"code": code, "message": message}}, status=status, headers=headers
-    )
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
 
 class Gateway:
@@ -70,12 +69,15 @@ class Gateway:
         dsn: str,
         store: ObjectStore,
         registry: CollectorRegistry,
+        limits: JobLimits = DEFAULT_LIMITS,
     ) -> None:
         self._config = config
         self._kafka = kafka
         self._dsn = dsn
         self._store = store
         self._registry = registry
+        self._limits = limits
+        self._waiters = Waiters()
         self._enabled_tiers = (*config.tiers, "auto")
         self._codec = default_codec()
         self._keys: dict[str, tuple[str, float]] = {}
@@ -96,6 +98,22 @@ class Gateway:
         self._jobs = Counter(
             "scrapifie_gateway_jobs_total", "Jobs accepted.", ["tier"], registry=registry
         )
+        self._errors = Counter(
+            "scrapifie_gateway_errors_total",
+            "Error responses, by route and error code (internal: a defect, logged).",
+            ["route", "code"],
+            registry=registry,
+        )
+        self._listener_connects = Counter(
+            "scrapifie_gateway_listener_connects_total",
+            "Connections of the job listener that wakes ?wait= requests (1 + reconnections).",
+            registry=registry,
+        )
+        Gauge(
+            "scrapifie_gateway_waiting_requests",
+            "Requests waiting (?wait=) for their job to finish.",
+            registry=registry,
+        ).set_function(lambda: len(self._waiters))
 
     # -- lifecycle -----------------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -125,46 +143,78 @@ class Gateway:
             kwargs={"connect_timeout": 5},
         )
         await self._pool.open(wait=False)
-        async with EventProducer(self._kafka, "gateway") as producer:
-            self._producer = producer
-            try:
-                yield
-            finally:
-                self._producer = None
-                await self._pool.close()
+        try:
+            async with (
+                JobListener(self._dsn, self._waiters, on_connect=self._listener_connects.inc),
+                EventProducer(self._kafka, "gateway") as producer,
+            ):
+                self._producer = producer
+                try:
+                    yield
+                finally:
+                    self._producer = None
+        finally:
+            await self._pool.close()
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        route = (
-            request.match_info.route.resource.canonical
-            if request.match_info.route.resource
-            else "?"
-        )
-        trace_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
-        request[TRACE] = trace_id[:128]
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource else "?"
+        request[TRACE] = uuid.uuid4().hex
         started = time.monotonic()
         try:
+            request[TRACE] = request_trace_id(request.headers.get("X-Request-ID"), request[TRACE])
             if request.path.startswith("/v1/"):
                 request[TENANT] = await self._authenticate(request)
             resp = await handler(request)
         except ApiError as exc:
-            resp = error_response(exc.status, exc.code, exc.message, exc.headers)
+            resp = self._error(route, exc.status, exc.code, exc.message, exc.headers)
         except web.HTTPRequestEntityTooLarge:
-            resp = error_response(
-                413, "too_large", f"request body over {self._config.max_body_bytes} bytes"
+            resp = self._error(
+                route, 413, "too_large", f"request body over {self._config.max_body_bytes} bytes"
             )
         except web.HTTPException as exc:
-            resp = error_response(exc.status, "http_error", exc.reason)
-        resp.headers["X-Request-ID"] = request[TRACE]
+            allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+            code = _HTTP_CODES.get(exc.status, "http_error")
+            resp = self._error(route, exc.status, code, f"{exc.reason}: {request.path}", allow)
+        except Exception:
+            trace_id = request[TRACE]
+            log.exception(
+                "unhandled error in %s %s (trace id %s)",
+                request.method,
+                route,
+                trace_id,
+                extra={"trace_id": trace_id},
+            )
+            resp = self._error(
+                route,
+                500,
+                "internal",
+                f"an internal error; it was logged with trace id {request[TRACE]}",
+            )
+        if not resp.prepared:
+            resp.headers["X-Request-ID"] = request[TRACE]
         self._requests.labels(route, str(resp.status)).inc()
         self._latency.labels(route).observe(time.monotonic() - started)
         return resp
+
+    def _error(
+        self,
+        route: str,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+    ) -> web.Response:
+        self._errors.labels(route, code).inc()
+        return error_response(status, code, message, headers)
 
     async def _authenticate(self, request: web.Request) -> str:
         auth = request.headers.get("Authorization", "")
         if not auth.startswith("Bearer ") or not auth[7:].strip():
             raise ApiError(401, "unauthorized", "send 'Authorization: Bearer <api key>'")
-        digest = hashlib.sha256(auth[7:].strip().encode()).hexdigest()
+        # surrogateescape: aiohttp keeps non-UTF-8 header bytes as lone surrogates; hash the bytes.
+        digest = hashlib.sha256(auth[7:].strip().encode("utf-8", "surrogateescape")).hexdigest()
         cached = self._keys.get(digest)
         now = time.monotonic()
         if cached and now - cached[1] < KEY_CACHE_TTL_S:
@@ -200,20 +250,23 @@ class Gateway:
 
     # -- jobs ----------------------------------------------------------------------------------
     async def post_job(self, request: web.Request) -> web.Response:
-        body = await _json_body(request)
+        body = await json_body(request)
         if not isinstance(body, dict):
             raise ApiError(400, "invalid_request", "body must be a JSON object with at least 'url'")
         job = self._build_job(body, request[TENANT], request[TRACE])
+        wait_s = wait_param(request, self._config.max_wait_s)  # a 400 must mean not accepted
         await self._publish([job])
-        wait_s = _wait_param(request, self._config.max_wait_s)
         if wait_s:
-            row = await self._wait_final(job["job_id"], request[TENANT], wait_s)
+            job_id, tenant = job["job_id"], request[TENANT]
+            row = await wait_final(
+                self._waiters, job_id, wait_s, lambda: self._job_row(job_id, tenant)
+            )
             if row is not None:
-                return web.json_response(_job_json(row), status=200)
-        return web.json_response(_accepted(job), status=202)
+                return web.json_response(job_json(row), status=200)
+        return web.json_response(accepted(job), status=202)
 
     async def post_batch(self, request: web.Request) -> web.Response:
-        body = await _json_body(request)
+        body = await json_body(request)
         items = body.get("jobs") if isinstance(body, dict) else None
         if not isinstance(items, list) or not items:
             raise ApiError(400, "invalid_request", 'body must be {"jobs": [{"url": ...}, ...]}')
@@ -228,7 +281,7 @@ class Gateway:
             except ApiError as exc:
                 raise ApiError(exc.status, exc.code, f"jobs[{i}]: {exc.message}") from exc
         await self._publish(jobs)
-        return web.json_response({"jobs": [_accepted(j) for j in jobs]}, status=202)
+        return web.json_response({"jobs": [accepted(j) for j in jobs]}, status=202)
 
     def _build_job(self, body: dict[str, Any], tenant: str, trace_id: str) -> dict[str, Any]:
         try:
@@ -240,7 +293,7 @@ class Gateway:
             raise ApiError(
                 400,
                 "invalid_tier",
-                f"tier must be one of {', '.join(self._enabled_tiers)} (got {tier!r})",
+                f"tier must be one of {', '.join(self._enabled_tiers)} (got {tier!r:.40})",
             )
         # Default: escalate as far as this deployment has tier workers.
         max_tier = body.get("max_tier") or self._config.tiers[-1]
@@ -253,7 +306,10 @@ class Gateway:
             job_id = str(uuid.UUID(str(job_id)))
         except ValueError as exc:
             raise ApiError(400, "invalid_request", "job_id must be a UUID (or omitted)") from exc
-        options = _options(body.get("options") or {})
+        try:
+            options = parse_options(body.get("options") or {}, self._limits)
+        except InvalidOptions as exc:
+            raise ApiError(400, "invalid_request", str(exc)) from exc
         return {
             "job_id": job_id,
             "tenant": tenant,
@@ -318,40 +374,34 @@ class Gateway:
         except (psycopg.Error, TimeoutError) as exc:
             log.info("queued rows not written now (%s); the ledger sink will", exc)
 
-    async def _wait_final(self, job_id: str, tenant: str, wait_s: float) -> dict[str, Any] | None:
-        deadline = time.monotonic() + wait_s
-        delay = 0.02
-        while True:
-            row = await self._job_row(job_id, tenant)
-            if row is not None and row["status"] in FINAL:
-                return row
-            if time.monotonic() + delay > deadline:
-                return None
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 0.25)
-
     async def _job_row(self, job_id: str, tenant: str) -> dict[str, Any] | None:
         return await self._fetchone(
             "SELECT * FROM jobs WHERE job_id = %s AND tenant_id = %s", job_id, tenant
         )
 
-    async def get_job(self, request: web.Request) -> web.Response:
-        row = await self._job_row(request.match_info["job_id"], request[TENANT])
+    async def _requested_job(self, request: web.Request) -> dict[str, Any]:
+        """The row of the job the path names, if it is the caller's (404 otherwise)."""
+        try:
+            job_id = str(uuid.UUID(request.match_info["job_id"]))
+        except ValueError:
+            job_id = None  # job ids are UUIDs: no such job
+        row = None if job_id is None else await self._job_row(job_id, request[TENANT])
         if row is None:
             raise ApiError(404, "not_found", "no such job for this API key")
-        return web.json_response(_job_json(row))
+        return row
 
-    async def get_content(self, request: web.Request) -> web.Response:
+    async def get_job(self, request: web.Request) -> web.Response:
+        return web.json_response(job_json(await self._requested_job(request)))
+
+    async def get_content(self, request: web.Request) -> web.StreamResponse:
         row, data = await self._stored(
             request,
             "content_key",
             "no_content",
             lambda r: f"job is {r['status']}; content exists only for succeeded jobs",
         )
-        return web.Response(
-            body=gzip.decompress(data),
-            headers={"Content-Type": row["content_type"] or "application/octet-stream"},
-        )
+        headers = {"Content-Type": media_type(row["content_type"]), "X-Request-ID": request[TRACE]}
+        return await send_gzipped(request, data, headers)
 
     async def get_screenshot(self, request: web.Request) -> web.Response:
         _row, data = await self._stored(
@@ -360,7 +410,7 @@ class Gateway:
             "no_screenshot",
             lambda _r: "no screenshot: ask for options.screenshot on a browser tier",
         )
-        return web.Response(body=data, headers={"Content-Type": "image/png"})
+        return web.Response(body=data, headers={"Content-Type": "image/png", **SAFE_HEADERS})
 
     async def _stored(
         self,
@@ -370,9 +420,7 @@ class Gateway:
         missing: Callable[[dict[str, Any]], str],
     ) -> tuple[dict[str, Any], bytes]:
         """The caller's job row and the object its ``key_column`` names (404/503 otherwise)."""
-        row = await self._job_row(request.match_info["job_id"], request[TENANT])
-        if row is None:
-            raise ApiError(404, "not_found", "no such job for this API key")
+        row = await self._requested_job(request)
         if row["status"] != "succeeded" or not row.get(key_column):
             raise ApiError(404, code, missing(row))
         try:
@@ -415,7 +463,7 @@ class Gateway:
         except ApiError:
             problems.append("database unavailable")
         if problems:
-            return error_response(503, "not_ready", "; ".join(problems))
+            raise ApiError(503, "not_ready", "; ".join(problems))
         return web.json_response({"status": "ready"})
 
     async def metrics(self, _request: web.Request) -> web.Response:
@@ -425,131 +473,3 @@ class Gateway:
 
     async def openapi(self, _request: web.Request) -> web.Response:
         return web.json_response(OPENAPI)
-
-
-async def _json_body(request: web.Request) -> Any:
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}") from exc
-
-
-def _wait_param(request: web.Request, max_wait_s: float) -> float:
-    raw = request.query.get("wait")
-    if raw is None:
-        return 0.0
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ApiError(400, "invalid_request", "wait must be a number of seconds") from exc
-    if not 0 <= value <= max_wait_s:
-        raise ApiError(400, "invalid_request", f"wait must be between 0 and {max_wait_s:g} seconds")
-    return value
-
-
-def _options(raw: Any) -> dict[str, Any]:
-    if not isinstance(raw, dict):
-        raise ApiError(400, "invalid_request", "options must be an object")
-    unknown = set(raw) - {
-        "timeout_s",
-        "max_body_bytes",
-        "headers",
-        "egress_pool",
-        "session_id",
-        "wait_until",
-        "wait_for",
-        "screenshot",
-        "block_resources",
-    }
-    if unknown:
-        raise ApiError(400, "invalid_request", f"unknown options: {', '.join(sorted(unknown))}")
-    timeout_s = raw.get("timeout_s")
-    if timeout_s is not None and (
-        not isinstance(timeout_s, int | float) or not 0 < timeout_s <= 300
-    ):
-        raise ApiError(400, "invalid_request", "options.timeout_s must be a number in (0, 300]")
-    max_body = raw.get("max_body_bytes")
-    if max_body is not None and (not isinstance(max_body, int) or max_body <= 0):
-        raise ApiError(400, "invalid_request", "options.max_body_bytes must be a positive integer")
-    headers = raw.get("headers") or {}
-    if (
-        not isinstance(headers, dict)
-        or not all(
-            isinstance(k, str) and isinstance(v, str) and "\n" not in k + v
-            for k, v in headers.items()
-        )
-        or len(headers) > 50
-    ):
-        raise ApiError(400, "invalid_request", "options.headers must map up to 50 names to strings")
-    return {
-        "timeout_s": float(timeout_s) if timeout_s is not None else None,
-        "max_body_bytes": max_body,
-        "headers": headers,
-        "wait_until": _choice(raw, "wait_until", WAIT_UNTIL),
-        "wait_for": _short_str(raw, "wait_for"),
-        "screenshot": _choice(raw, "screenshot", SCREENSHOT),
-        "block_resources": _resources(raw),
-        "session_id": _short_str(raw, "session_id"),
-        "egress_pool": _short_str(raw, "egress_pool"),
-    }
-
-
-WAIT_UNTIL = ("load", "domcontentloaded", "networkidle")
-SCREENSHOT = ("viewport", "full")
-RESOURCES = ("image", "font", "media", "stylesheet")
-
-
-def _choice(raw: dict[str, Any], name: str, allowed: tuple[str, ...]) -> str | None:
-    value = raw.get(name)
-    if value is not None and value not in allowed:
-        raise ApiError(
-            400, "invalid_request", f"options.{name} must be one of {', '.join(allowed)}"
-        )
-    return value
-
-
-def _resources(raw: dict[str, Any]) -> list[str]:
-    value = raw.get("block_resources") or []
-    if not isinstance(value, list) or any(v not in RESOURCES for v in value):
-        raise ApiError(
-            400, "invalid_request", f"options.block_resources is a list of {', '.join(RESOURCES)}"
-        )
-    return sorted(set(value))
-
-
-def _short_str(raw: dict[str, Any], name: str) -> str | None:
-    value = raw.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not 0 < len(value) <= 200:
-        raise ApiError(
-            400, "invalid_request", f"options.{name} must be a string of 1-200 characters"
-        )
-    return value
-
-
-def _accepted(job: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "job_id": job["job_id"],
-        "status": "queued",
-        "tier": job["tier"],
-        "trace_id": job["trace_id"],
-        "links": {
-            "self": f"/v1/jobs/{job['job_id']}",
-            "content": f"/v1/jobs/{job['job_id']}/content",
-        },
-    }
-
-
-def _job_json(row: dict[str, Any]) -> dict[str, Any]:
-    out = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
-    out["tenant"] = out.pop("tenant_id")
-    out["links"] = {
-        "self": f"/v1/jobs/{row['job_id']}",
-        "content": f"/v1/jobs/{row['job_id']}/content",
-    }
-    return out

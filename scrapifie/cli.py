@@ -199,7 +199,9 @@ def _gateway(settings: Settings, _args: argparse.Namespace) -> int:
     from connectors.storage import open_store
 
     store = open_store(settings.storage, settings.data_dir)
-    gateway = Gateway(settings.gateway, settings.kafka, settings.dsn(), store, REGISTRY)
+    gateway = Gateway(
+        settings.gateway, settings.kafka, settings.dsn(), store, REGISTRY, settings.limits
+    )
     log.info("gateway listening on http://%s:%d", settings.gateway.host, settings.gateway.port)
     web.run_app(
         gateway.app(),

@@ -1,0 +1,113 @@
+"""Serving stored objects (a fetched body, a screenshot) from the gateway.
+
+Two rules. A fetched page must never run as the gateway's origin: every such response says
+``X-Content-Type-Options: nosniff`` and ``Content-Security-Policy: sandbox`` (no scripts, an
+opaque origin). And a small compressed object must never become one large buffer inside the
+event loop (a few KB of gzip can hold gigabytes of zeros): a body is sent gzipped as stored when
+the client accepts gzip, else inflated in steps of at most :data:`CHUNK_BYTES` and streamed.
+The compressed object itself is loaded whole: it is bounded by the result topic's record size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import zlib
+from collections.abc import Mapping
+
+from aiohttp import web
+
+__all__ = ["CHUNK_BYTES", "SAFE_HEADERS", "accepts_gzip", "media_type", "send_gzipped"]
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 256 * 1024
+SAFE_HEADERS: Mapping[str, str] = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "sandbox",
+}
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an ``Accept-Encoding`` value allows gzip (RFC 9110 §12.5.3: ``gzip``, its alias
+    ``x-gzip``, or ``*``, with a q-value above 0)."""
+    weights: dict[str, float] = {}
+    for item in accept_encoding.split(","):
+        name, _, params = item.partition(";")
+        name = name.strip().lower()
+        if not name:
+            continue
+        weight = 1.0
+        for param in params.split(";"):
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    weight = float(value.strip())
+                except ValueError:
+                    weight = 0.0
+        weights[name] = weight
+    for name in ("gzip", "x-gzip", "*"):
+        if name in weights:
+            return weights[name] > 0  # NaN is not
+    return False
+
+
+def media_type(value: str | None) -> str:
+    """``value`` as a Content-Type if it is one printable ASCII line, else octet-stream."""
+    if value and value.isascii() and value.isprintable() and "/" in value:
+        return value
+    return "application/octet-stream"
+
+
+class _Inflater:
+    """Gunzips ``data`` (one or more members) in steps of at most ``CHUNK_BYTES`` of output."""
+
+    def __init__(self, data: bytes) -> None:
+        self._inflate = zlib.decompressobj(wbits=31)
+        self._input = data
+
+    def step(self) -> bytes:
+        """The next piece of the body; ``b""`` at its end. Raises ``zlib.error`` on corrupt
+        data and ``EOFError`` when the data ends inside a member."""
+        while True:
+            if self._inflate.eof:
+                rest = self._inflate.unused_data.lstrip(b"\x00")  # gzip's trailing padding
+                if not rest:
+                    return b""
+                self._inflate, self._input = zlib.decompressobj(wbits=31), rest
+            out = self._inflate.decompress(self._input, CHUNK_BYTES)
+            self._input = self._inflate.unconsumed_tail
+            if out:
+                return out
+            if not self._input and not self._inflate.eof:
+                raise EOFError("the stored object ends inside its gzip stream")
+
+
+async def send_gzipped(
+    request: web.Request, data: bytes, headers: Mapping[str, str]
+) -> web.StreamResponse:
+    """Answer with the body ``data`` holds gzipped: as stored (``Content-Encoding: gzip``) if
+    the client accepts gzip, else inflated step by step into a chunked response."""
+    headers = {**headers, **SAFE_HEADERS, "Vary": "Accept-Encoding"}
+    if accepts_gzip(request.headers.get("Accept-Encoding", "")):
+        return web.Response(body=data, headers={**headers, "Content-Encoding": "gzip"})
+    inflater = _Inflater(data)
+    piece = inflater.step()  # a corrupt object fails here, while an error can still be sent
+    resp = web.StreamResponse(headers=headers)
+    await resp.prepare(request)
+    sent = 0
+    try:
+        while piece:
+            await resp.write(piece)
+            sent += len(piece)
+            await asyncio.sleep(0)  # one step per loop turn, whatever the client's speed
+            piece = inflater.step()
+    except (zlib.error, EOFError) as exc:
+        # The status line is out: all that is left is to end the connection without the final
+        # chunk, so the client sees a truncated body rather than a complete one.
+        log.error("stored object for %s is corrupt after %d bytes: %s", request.path, sent, exc)
+        if request.transport is not None:
+            request.transport.abort()
+        return resp
+    await resp.write_eof()
+    return resp
