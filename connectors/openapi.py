@@ -18,7 +18,24 @@ _ERRORS = {
     "400": _resp("Invalid input; the message says what to fix.", _ERROR),
     "401": _resp("Missing or unknown API key.", _ERROR),
     "413": _resp("Body or batch too large.", _ERROR),
+    "500": _resp(
+        "A defect in the gateway (code internal); the message names the logged trace id.", _ERROR
+    ),
     "503": _resp("A backend is unavailable; retry after Retry-After seconds.", _ERROR),
+}
+_JOB_ID = {
+    "name": "job_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "format": "uuid"},
+    "description": "Any spelling of the UUID; anything else is an unknown job (404).",
+}
+_SAFE = {
+    "X-Content-Type-Options": {"schema": {"const": "nosniff"}},
+    "Content-Security-Policy": {
+        "schema": {"const": "sandbox"},
+        "description": "A fetched page never runs as the gateway's origin.",
+    },
 }
 
 OPENAPI: dict[str, Any] = {
@@ -113,8 +130,9 @@ OPENAPI: dict[str, Any] = {
                     {
                         "name": "X-Request-ID",
                         "in": "header",
-                        "schema": {"type": "string"},
-                        "description": "Becomes the trace id of every event of the job.",
+                        "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]+$"},
+                        "description": "Becomes the trace id of every event of the job (visible"
+                        " ASCII; the first 128 characters are kept).",
                     },
                 ],
                 "requestBody": {
@@ -155,9 +173,7 @@ OPENAPI: dict[str, Any] = {
         "/v1/jobs/{job_id}": {
             "get": {
                 "summary": "Job status and metadata",
-                "parameters": [
-                    {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
-                ],
+                "parameters": [_JOB_ID],
                 "responses": {
                     "200": _resp("The job.", {"$ref": "#/components/schemas/Job"}),
                     "404": _resp("Unknown job (or another tenant's).", _ERROR),
@@ -168,11 +184,18 @@ OPENAPI: dict[str, Any] = {
         "/v1/jobs/{job_id}/content": {
             "get": {
                 "summary": "The fetched body",
-                "parameters": [
-                    {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
-                ],
+                "parameters": [_JOB_ID],
                 "responses": {
-                    "200": {"description": "The body, with its original Content-Type."},
+                    "200": {
+                        "description": "The body, with its original Content-Type: as stored"
+                        " (Content-Encoding: gzip) when Accept-Encoding allows gzip, else"
+                        " decompressed and streamed (chunked).",
+                        "headers": {
+                            **_SAFE,
+                            "Content-Encoding": {"schema": {"const": "gzip"}},
+                            "Vary": {"schema": {"const": "Accept-Encoding"}},
+                        },
+                    },
                     "404": _resp("Unknown job or no content.", _ERROR),
                     **_ERRORS,
                 },
