@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from schemas import content_object_key, screenshot_object_key
-from scrapifie.verify import parse_object_key
+from scrapifie.verify.store import parse_object_key
 from tests.faults.conftest import StackFactory
 from tests.faults.helpers import check, settled_verify, submit, wait_final
 from tests.faults.infra import REPO, FaultStack, SlowSite
