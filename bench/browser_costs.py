@@ -91,10 +91,10 @@ async def measure(
 ) -> dict[str, Any]:
     from playwright.async_api import BrowserContext, Route, async_playwright
 
-    from streams.browser_pool import BASE_ARGS, BrowserConfig
+    from streams.browser.fetcher import BrowserFetcher, BrowserRequest
+    from streams.browser.guard_proxy import GuardProxy
+    from streams.browser.pool import BASE_ARGS, BrowserConfig
     from streams.config import FetchConfig
-    from streams.fetchers.browser import BrowserFetcher, BrowserRequest
-    from streams.guard_proxy import GuardProxy
     from streams.ssrf import EgressGuard
 
     workdir = Path(tempfile.mkdtemp(prefix="scrapifie-browser-costs-"))

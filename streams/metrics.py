@@ -92,7 +92,7 @@ class StreamMetrics:
 
 
 class BrowserPoolCollector(Collector):
-    """A browser tier's pool counters (``streams.browser_pool.PoolStats``), read at scrape
+    """A browser tier's pool counters (``streams.browser.pool.PoolStats``), read at scrape
     time: contexts opened, jobs served by a context kept for the tenant, Chromium launches,
     recycled and crashed browsers."""
 

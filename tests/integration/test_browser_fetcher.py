@@ -19,12 +19,12 @@ import pytest
 import pytest_asyncio
 
 from schemas import ErrorCode
-from streams.browser_pool import BASE_ARGS, HEADLESS_SHELL, BrowserConfig, BrowserCrashed
+from streams.browser.fetcher import BrowserFetcher, BrowserRequest, WaitUntil
+from streams.browser.pool import BASE_ARGS, HEADLESS_SHELL, BrowserConfig, BrowserCrashed
 from streams.config import FetchConfig
 from streams.decompress import TooLarge
 from streams.errors import FatalError, TransientError
 from streams.fetchers.base import FetchRequest
-from streams.fetchers.browser import BrowserFetcher, BrowserRequest, WaitUntil
 from tests.integration.browser_targets import (
     BrowserSite,
     chromium_browser_pids,

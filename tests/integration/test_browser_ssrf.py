@@ -19,12 +19,12 @@ from playwright.async_api import async_playwright
 
 from schemas import ErrorCode
 from scrapifie.local.ports import free_port
-from streams.browser_pool import BASE_ARGS, HEADLESS_SHELL, PROXIED_ARGS, BrowserConfig
+from streams.browser.fetcher import BrowserFetcher, BrowserRequest
+from streams.browser.pool import BASE_ARGS, HEADLESS_SHELL, PROXIED_ARGS, BrowserConfig
 from streams.config import FetchConfig
 from streams.egress import EgressConfig, EgressFetcher, EgressPools
 from streams.errors import FatalError, TransientError
 from streams.fetchers.base import FetchRequest
-from streams.fetchers.browser import BrowserFetcher, BrowserRequest
 from tests.integration.browser_targets import BrowserSite, PortWatch, UdpWatch
 from tests.integration.test_egress import SECRET, Tinyproxy
 

@@ -9,11 +9,7 @@ from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
 from schemas import ErrorCode
-from streams.browser_pool import BrowserConfig, _Slot, choose_slot, profile_dir_name
-from streams.config import FetchConfig
-from streams.errors import FatalError, TransientError
-from streams.fetchers.base import FetchRequest, FetchResponse
-from streams.fetchers.browser import (
+from streams.browser.fetcher import (
     BrowserFetcher,
     BrowserRequest,
     BrowserResponse,
@@ -23,6 +19,10 @@ from streams.fetchers.browser import (
     map_playwright_error,
     route_action,
 )
+from streams.browser.pool import BrowserConfig, _Slot, choose_slot, profile_dir_name
+from streams.config import FetchConfig
+from streams.errors import FatalError, TransientError
+from streams.fetchers.base import FetchRequest, FetchResponse
 
 pytestmark = pytest.mark.unit
 

@@ -13,8 +13,8 @@ import pytest
 import pytest_asyncio
 
 from schemas import ErrorCode
+from streams.browser.guard_proxy import GUARD_HEADER, GuardProxy, Lease, Upstream
 from streams.errors import FatalError, TransientError
-from streams.guard_proxy import GUARD_HEADER, GuardProxy, Lease, Upstream
 from streams.ssrf import EgressGuard, SSRFBlocked
 
 pytestmark = pytest.mark.unit

@@ -19,10 +19,11 @@ Invariants:
 - persistent profiles (stealth tier): one Chromium user-data-dir per (tenant, session_id), named by
   a hash of both, so tenants never share one; one job at a time per profile (per-process lock);
 - a job may bring Playwright proxy settings (the browser tiers always do: the guard proxy of
-  ``streams/guard_proxy.py``, on the port of the job's own lease). Its context then reaches the
-  network only through that proxy, and a browser launched for such a job gets a proxy at browser
-  level too (``launch_proxy``: the guard proxy's shared port, which refuses everything that is
-  not a job's context) plus :data:`PROXIED_ARGS`, so Chromium resolves no name itself.
+  ``streams/browser/guard_proxy.py``, on the port of the job's own lease). Its context then
+  reaches the network only through that proxy, and a browser launched for such a job gets a
+  proxy at browser level too (``launch_proxy``: the guard proxy's shared port, which refuses
+  everything that is not a job's context) plus :data:`PROXIED_ARGS`, so Chromium resolves no
+  name itself.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ from playwright.async_api import Error as PlaywrightError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas import ErrorCode
+from streams.browser.guard_proxy import ProxySettings
 from streams.errors import TransientError
-from streams.guard_proxy import ProxySettings
 
 log = logging.getLogger(__name__)
 

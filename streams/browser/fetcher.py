@@ -9,11 +9,12 @@ Invariants:
 - one overall deadline (``asyncio.timeout``) covers navigation, waits, content and screenshot;
   it starts once the job has a context (waiting for a free browser is the caller's queue);
 - every connection Chromium makes for a job goes through the guard proxy
-  (``streams/guard_proxy.py``) on the job's own lease port: redirect hops, WebSockets,
-  preconnects and subresources included, loopback and link-local too (``<-loopback>``). The
-  proxy checks each target with the SSRF guard, connects to the checked address, and carries
-  the job's egress proxy (``FetchRequest.proxy``) when it has one. Chromium resolves no name
-  itself (``PROXIED_ARGS``) and WebRTC sends no UDP around the proxy (``BASE_ARGS``);
+  (``streams/browser/guard_proxy.py``) on the job's own lease port: redirect hops,
+  WebSockets, preconnects and subresources included, loopback and link-local too
+  (``<-loopback>``). The proxy checks each target with the SSRF guard, connects to the checked
+  address, and carries the job's egress proxy (``FetchRequest.proxy``) when it has one.
+  Chromium resolves no name itself (``PROXIED_ARGS``) and WebRTC sends no UDP around the proxy
+  (``BASE_ARGS``);
 - a job with a resource-type blocklist or headers of its own gets the one ``route`` handler
   (blocklist, same-origin headers), and every request it routes also passes
   :meth:`BrowserFetcher._allow` (the same guard, defence in depth). Other jobs get none: a route
@@ -42,12 +43,12 @@ from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
 from schemas import ErrorCode
-from streams.browser_pool import BrowserConfig, BrowserPool, Opener
+from streams.browser.guard_proxy import GUARD_HEADER, GuardProxy, Lease, ProxySettings
+from streams.browser.pool import BrowserConfig, BrowserPool, Opener
 from streams.config import FetchConfig
 from streams.decompress import TooLarge
 from streams.errors import FatalError, FetchError, TransientError
 from streams.fetchers.base import Fetcher, FetchRequest, FetchResponse
-from streams.guard_proxy import GUARD_HEADER, GuardProxy, Lease, ProxySettings
 from streams.ssrf import EgressGuard, SSRFBlocked
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,2 @@
+"""The browser tiers: pages rendered in Chromium (Playwright), every connection through the guard
+proxy."""
