@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.procs import OthersMeter, TreeSampler, jit_cpu_seconds, peak_rss_bytes
 from bench.stats import rate, summary_ms
-from streams.browser.pool import FULL_CHROMIUM, HEADLESS_SHELL
+from streams.browser.config import FULL_CHROMIUM, HEADLESS_SHELL
 
 if TYPE_CHECKING:
     from bench.progress import Progress
@@ -332,7 +332,7 @@ async def _raw_loop(
 ) -> dict[str, Any]:
     from playwright.async_api import Browser, BrowserContext, async_playwright
 
-    from streams.browser.pool import BASE_ARGS
+    from streams.browser.config import BASE_ARGS
 
     async with async_playwright() as pw:
         browser: Browser = await pw.chromium.launch(

@@ -91,9 +91,10 @@ async def measure(
 ) -> dict[str, Any]:
     from playwright.async_api import BrowserContext, Route, async_playwright
 
-    from streams.browser.fetcher import BrowserFetcher, BrowserRequest
+    from streams.browser.config import BASE_ARGS, BrowserConfig
+    from streams.browser.fetcher import BrowserFetcher
     from streams.browser.guard_proxy import GuardProxy
-    from streams.browser.pool import BASE_ARGS, BrowserConfig
+    from streams.browser.request import BrowserRequest
     from streams.config import FetchConfig
     from streams.ssrf import EgressGuard
 

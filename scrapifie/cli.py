@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY, start_http_server
 
 from scrapifie import logs
 from scrapifie.settings import Settings
-from streams.browser.pool import BrowserConfig
+from streams.browser.config import BrowserConfig
 
 log = logging.getLogger("scrapifie")
 

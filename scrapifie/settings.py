@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from connectors.config import GatewayConfig, PostgresConfig, SinkConfig, StorageConfig
 from schemas.kafka import KafkaConfig
 from schemas.options import JobLimits
-from streams.browser.pool import BrowserConfig
+from streams.browser.config import BrowserConfig
 from streams.config import FetchConfig, WorkerConfig
 from streams.egress import EgressConfig
 

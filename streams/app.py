@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from schemas import DELAYS_S, DecodeError, TopicSet, default_codec
 from schemas.kafka import EventProducer, KafkaConfig
 from schemas.options import DEFAULT_LIMITS, JobLimits
-from streams.browser.pool import BrowserConfig
+from streams.browser.config import BrowserConfig
 from streams.config import FetchConfig, WorkerConfig
 from streams.egress import EgressConfig, EgressFetcher, EgressPools
 from streams.faust_io import dead_letter, event_headers, new_app, raw_topic

@@ -414,7 +414,7 @@ class TierProcessor:
                 egress_pool=opts["egress_pool"],
                 session_id=opts["session_id"],
             )
-        from streams.browser.fetcher import BrowserRequest
+        from streams.browser.request import BrowserRequest
 
         stealth = self.tier == "stealth"
         return BrowserRequest(

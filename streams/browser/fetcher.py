@@ -31,45 +31,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self, get_args
+from typing import TYPE_CHECKING, Any, Literal, Self
 from urllib.parse import urlsplit
 
 from playwright.async_api import BrowserContext, Page, Request, Response, Route
 from playwright.async_api import Error as PlaywrightError
-from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
 from schemas import ErrorCode
+from streams.browser.config import BrowserConfig
+from streams.browser.errors import map_playwright_error, net_token
 from streams.browser.guard_proxy import GUARD_HEADER, GuardProxy, Lease, ProxySettings
-from streams.browser.pool import BrowserConfig, BrowserPool, Opener
+from streams.browser.pool import BrowserPool, Opener
+from streams.browser.request import BrowserRequest, BrowserResponse
 from streams.config import FetchConfig
 from streams.decompress import TooLarge
 from streams.errors import FatalError, FetchError, TransientError
-from streams.fetchers.base import Fetcher, FetchRequest, FetchResponse
+from streams.fetchers.base import Fetcher, FetchRequest
 from streams.ssrf import EgressGuard, SSRFBlocked
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "BrowserFetcher",
-    "BrowserRequest",
-    "BrowserResponse",
-    "ResourceType",
-    "ScreenshotMode",
-    "WaitUntil",
-    "map_net_error",
-]
+__all__ = ["BrowserFetcher"]
 
-WaitUntil = Literal["load", "domcontentloaded", "networkidle"]
-ScreenshotMode = Literal["viewport", "full"]
-ResourceType = Literal["image", "font", "media", "stylesheet"]
-
-_WAIT_UNTIL: frozenset[str] = frozenset(get_args(WaitUntil))
-_SCREENSHOT: frozenset[str] = frozenset(get_args(ScreenshotMode))
-_RESOURCE_TYPES: frozenset[str] = frozenset(get_args(ResourceType))
 _HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 
 # Headers a job may not set on browser requests. Chromium re-sends headers that page.route
@@ -92,61 +78,6 @@ _NOT_FORWARDED = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class BrowserRequest(FetchRequest):
-    """A :class:`FetchRequest` with the browser options.
-
-    ``wait_for`` is a CSS selector waited for (attached to the DOM) after ``wait_until``;
-    ``block_resources`` are resource types aborted before they are requested;
-    ``session_id`` (with ``tenant``) selects the persistent profile of the stealth tier.
-    """
-
-    wait_until: WaitUntil = "load"
-    wait_for: str | None = None
-    screenshot: ScreenshotMode | None = None
-    block_resources: frozenset[ResourceType] = frozenset()
-    tenant: str | None = None
-    session_id: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.wait_until not in _WAIT_UNTIL:
-            raise ValueError(f"wait_until must be one of {sorted(_WAIT_UNTIL)}")
-        if self.screenshot is not None and self.screenshot not in _SCREENSHOT:
-            raise ValueError(f"screenshot must be None or one of {sorted(_SCREENSHOT)}")
-        blocked = frozenset(self.block_resources)
-        unknown = blocked - _RESOURCE_TYPES
-        if unknown:
-            raise ValueError(
-                f"cannot block {sorted(unknown)}; block_resources takes {sorted(_RESOURCE_TYPES)}"
-            )
-        object.__setattr__(self, "block_resources", blocked)
-        if self.session_id is not None and not self.tenant:
-            raise ValueError("a session_id needs a tenant")
-
-    @classmethod
-    def of(cls, request: FetchRequest) -> BrowserRequest:
-        """The browser request for a plain fetch request (default browser options). Its
-        egress proxy is kept; its ``session_id`` is not: without a tenant it names no browser
-        profile (it only pinned the egress proxy, which is already chosen)."""
-        if isinstance(request, BrowserRequest):
-            return request
-        return cls(
-            url=request.url,
-            headers=request.headers,
-            timeout_s=request.timeout_s,
-            max_body_bytes=request.max_body_bytes,
-            egress_pool=request.egress_pool,
-            proxy=request.proxy,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class BrowserResponse(FetchResponse):
-    """A :class:`FetchResponse` whose body is the rendered HTML, plus the screenshot (PNG)."""
-
-    screenshot: bytes | None = None
-
-
 RouteAction = Literal["continue", "block_resource", "deny"]
 
 
@@ -160,71 +91,6 @@ def route_action(allowed: bool, resource_type: str, blocked: Iterable[str]) -> R
     if resource_type in blocked:
         return "block_resource"
     return "continue"
-
-
-_NET_ERROR = re.compile(r"\bnet::(ERR_[A-Z0-9_]+)\b")
-
-_FATAL_NET: dict[str, ErrorCode] = {
-    "ERR_NAME_NOT_RESOLVED": ErrorCode.DNS_ERROR,
-    "ERR_TOO_MANY_REDIRECTS": ErrorCode.TOO_MANY_REDIRECTS,
-    "ERR_INVALID_URL": ErrorCode.INVALID_URL,
-    "ERR_UNKNOWN_URL_SCHEME": ErrorCode.INVALID_URL,
-    "ERR_DISALLOWED_URL_SCHEME": ErrorCode.INVALID_URL,
-    "ERR_UNSAFE_PORT": ErrorCode.INVALID_URL,
-    "ERR_UNSAFE_REDIRECT": ErrorCode.INVALID_URL,
-    "ERR_INVALID_REDIRECT": ErrorCode.INVALID_URL,
-    "ERR_CONTENT_DECODING_FAILED": ErrorCode.DECODE_ERROR,
-    "ERR_CONTENT_LENGTH_MISMATCH": ErrorCode.DECODE_ERROR,
-    "ERR_INVALID_CHUNKED_ENCODING": ErrorCode.DECODE_ERROR,
-    "ERR_RESPONSE_HEADERS_TOO_BIG": ErrorCode.HTTP_ERROR,
-    "ERR_INVALID_HTTP_RESPONSE": ErrorCode.HTTP_ERROR,
-    "ERR_FILE_TOO_BIG": ErrorCode.TOO_LARGE,
-}
-_TRANSIENT_NET: dict[str, ErrorCode] = {
-    "ERR_NAME_RESOLUTION_FAILED": ErrorCode.DNS_ERROR,
-    "ERR_DNS_TIMED_OUT": ErrorCode.DNS_ERROR,
-    "ERR_TIMED_OUT": ErrorCode.TIMEOUT,
-    "ERR_CONNECTION_TIMED_OUT": ErrorCode.TIMEOUT,
-}
-
-
-def map_net_error(token: str, detail: str) -> FetchError:
-    """Our error for one Chromium ``net::ERR_*`` code (Chromium's ``net_error_list.h``).
-
-    Why a token out of the message: Playwright's ``Error`` carries only a name, a message and a
-    stack, no code. The ``net::ERR_*`` identifiers are Chromium's stable error names, not prose;
-    nothing else in the message is interpreted.
-    """
-    if token in _FATAL_NET:
-        return FatalError(_FATAL_NET[token], f"{token}: {detail}")
-    if token in _TRANSIENT_NET:
-        return TransientError(_TRANSIENT_NET[token], f"{token}: {detail}")
-    if token.startswith(("ERR_CERT_", "ERR_SSL_")) or token in (
-        "ERR_BAD_SSL_CLIENT_AUTH_CERT",
-        "ERR_SSL_PROTOCOL_ERROR",
-    ):
-        return FatalError(ErrorCode.TLS_ERROR, f"{token}: {detail}")
-    # Refused, reset, closed, aborted, unreachable, empty response...: try again later.
-    return TransientError(ErrorCode.CONNECTION_ERROR, f"{token}: {detail}")
-
-
-def map_playwright_error(exc: PlaywrightError, url: str) -> FetchError:
-    """Our error for a Playwright error, by type first (timeouts), then by net:: token."""
-    if isinstance(exc, PlaywrightTimeoutError):
-        return TransientError(ErrorCode.TIMEOUT, f"browser timed out: {_first_line(exc)}")
-    token = _net_token(exc)
-    if token is not None:
-        return map_net_error(token, url)
-    return TransientError(ErrorCode.INTERNAL, f"browser error: {_first_line(exc)}")
-
-
-def _net_token(exc: PlaywrightError) -> str | None:
-    match = _NET_ERROR.search(exc.message)
-    return match.group(1) if match else None
-
-
-def _first_line(exc: PlaywrightError) -> str:
-    return exc.message.split("\n", 1)[0]
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -344,7 +210,7 @@ class BrowserFetcher:
             guarded = job.guard_error()
             if guarded is not None:
                 raise guarded from exc
-            if job.denied and _net_token(exc) == "ERR_ACCESS_DENIED":
+            if job.denied and net_token(exc) == "ERR_ACCESS_DENIED":
                 raise FatalError(
                     ErrorCode.SSRF_BLOCKED, f"request to {job.denied[0]} not allowed"
                 ) from exc
@@ -448,7 +314,7 @@ class BrowserFetcher:
         except PlaywrightError as exc:
             # goto fails on an attachment before or after the page's "download" event arrives
             # (both orders seen). Such failures carry no net:: code: give the event a moment.
-            if _net_token(exc) is None and not job.download and not page.is_closed():
+            if net_token(exc) is None and not job.download and not page.is_closed():
                 with contextlib.suppress(PlaywrightError):
                     await page.wait_for_event("download", timeout=500)
             raise

@@ -19,8 +19,11 @@ import pytest
 import pytest_asyncio
 
 from schemas import ErrorCode
-from streams.browser.fetcher import BrowserFetcher, BrowserRequest, WaitUntil
-from streams.browser.pool import BASE_ARGS, HEADLESS_SHELL, BrowserConfig, BrowserCrashed
+from schemas.options import WaitUntil
+from streams.browser.config import BASE_ARGS, HEADLESS_SHELL, BrowserConfig
+from streams.browser.errors import BrowserCrashed
+from streams.browser.fetcher import BrowserFetcher
+from streams.browser.request import BrowserRequest
 from streams.config import FetchConfig
 from streams.decompress import TooLarge
 from streams.errors import FatalError, TransientError

@@ -19,8 +19,9 @@ from playwright.async_api import async_playwright
 
 from schemas import ErrorCode
 from scrapifie.local.ports import free_port
-from streams.browser.fetcher import BrowserFetcher, BrowserRequest
-from streams.browser.pool import BASE_ARGS, HEADLESS_SHELL, PROXIED_ARGS, BrowserConfig
+from streams.browser.config import BASE_ARGS, HEADLESS_SHELL, PROXIED_ARGS, BrowserConfig
+from streams.browser.fetcher import BrowserFetcher
+from streams.browser.request import BrowserRequest
 from streams.config import FetchConfig
 from streams.egress import EgressConfig, EgressFetcher, EgressPools
 from streams.errors import FatalError, TransientError

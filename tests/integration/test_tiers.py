@@ -22,7 +22,7 @@ from schemas import SPECS, Codec
 from scrapifie.admin import add_tenant
 from scrapifie.local.kafka import LocalKafka
 from scrapifie.local.postgres import LocalPostgres
-from streams.browser.pool import HEADLESS_SHELL
+from streams.browser.config import HEADLESS_SHELL
 from tests.integration.browser_targets import GatedSite, chromium_browser_pids, chromium_pids
 from tests.integration.conftest import S3Endpoint, Stack, running_stack
 from tests.integration.helpers import wait_final

@@ -9,17 +9,12 @@ from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
 from schemas import ErrorCode
-from streams.browser.fetcher import (
-    BrowserFetcher,
-    BrowserRequest,
-    BrowserResponse,
-    _cookies_for,
-    _Job,
-    map_net_error,
-    map_playwright_error,
-    route_action,
-)
-from streams.browser.pool import BrowserConfig, _Slot, choose_slot, profile_dir_name
+from streams.browser._slots import Slot, choose_slot
+from streams.browser.config import BrowserConfig
+from streams.browser.errors import map_net_error, map_playwright_error
+from streams.browser.fetcher import BrowserFetcher, _cookies_for, _Job, route_action
+from streams.browser.profiles import profile_dir_name
+from streams.browser.request import BrowserRequest, BrowserResponse
 from streams.config import FetchConfig
 from streams.errors import FatalError, TransientError
 from streams.fetchers.base import FetchRequest, FetchResponse
@@ -142,8 +137,8 @@ class _FakeBrowser:
     pass
 
 
-def _slot(active: int = 0, **kw: bool) -> _Slot:
-    return _Slot(_FakeBrowser(), active=active, **kw)  # type: ignore[arg-type]
+def _slot(active: int = 0, **kw: bool) -> Slot:
+    return Slot(_FakeBrowser(), active=active, **kw)  # type: ignore[arg-type]
 
 
 def test_the_least_busy_browser_with_room_is_chosen() -> None:

@@ -16,7 +16,7 @@ from connectors.sinks.results import ResultsSink
 from schemas import SPECS, TopicSet
 from schemas.topics import Role
 from scrapifie.settings import Settings
-from streams.browser.pool import HEADLESS_SHELL
+from streams.browser.config import HEADLESS_SHELL
 
 ROOT = Path(__file__).resolve().parents[2]
 TIERS = ("http", "browser", "stealth")
