@@ -11,13 +11,13 @@ from typing import Any
 from connectors.sinks.base import Decoded
 from connectors.sinks.pg import (
     INSERT_ATTEMPTS,
+    INSERT_ESCALATIONS,
     INSERT_QUEUED,
-    Params,
     PgWriter,
     attempts_params,
+    escalations_params,
     queued_params,
 )
-from connectors.sinks.pg import _columns as columns
 from schemas import TIER_ORDER, TopicSet
 
 
@@ -59,30 +59,3 @@ class LedgerSink:
                 (INSERT_ESCALATIONS, escalations_params(escalations)),
             ]
         )
-
-
-INSERT_ESCALATIONS = """
-INSERT INTO escalations (event_id, job_id, tenant_id, from_tier, to_tier, reason, http_status,
-                         marker, created_at)
-SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
-                     %b::int[], %b::text[], %b::timestamptz[])
-ON CONFLICT (event_id) DO NOTHING
-"""
-
-_ESCALATION_COLUMNS = (
-    "event_id",
-    "job_id",
-    "tenant",
-    "from_tier",
-    "to_tier",
-    "reason",
-    "http_status",
-    "marker",
-    "created_at",
-)
-
-
-def escalations_params(rows: list[dict[str, Any]]) -> Params:
-    """INSERT_ESCALATIONS' parameters (one row per event id, in key order)."""
-    by_event = {r["event_id"]: r for r in reversed(rows)}
-    return columns([by_event[k] for k in sorted(by_event)], _ESCALATION_COLUMNS)

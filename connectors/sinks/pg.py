@@ -174,6 +174,33 @@ def notify_params(job_ids: Iterable[str]) -> list[list[Any]]:
     return [[JOBS_FINAL_CHANNEL, ids]]
 
 
+INSERT_ESCALATIONS = """
+INSERT INTO escalations (event_id, job_id, tenant_id, from_tier, to_tier, reason, http_status,
+                         marker, created_at)
+SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
+                     %b::int[], %b::text[], %b::timestamptz[])
+ON CONFLICT (event_id) DO NOTHING
+"""
+
+_ESCALATION_COLUMNS = (
+    "event_id",
+    "job_id",
+    "tenant",
+    "from_tier",
+    "to_tier",
+    "reason",
+    "http_status",
+    "marker",
+    "created_at",
+)
+
+
+def escalations_params(rows: Sequence[Mapping[str, Any]]) -> Params:
+    """INSERT_ESCALATIONS' parameters (one row per event id, in key order)."""
+    by_event = {r["event_id"]: r for r in reversed(rows)}
+    return _columns([by_event[k] for k in sorted(by_event)], _ESCALATION_COLUMNS)
+
+
 class PgWriter:
     """One connection, reopened after failures. Not shared between tasks."""
 

@@ -204,3 +204,30 @@ async def test_attempts_charge_each_metering_event_once(db: Any) -> None:
     assert await _rows(
         dsn, "SELECT count(*), sum(credits) FROM attempts WHERE tenant_id = %s", tenant
     ) == [(2, 3)]
+
+
+async def test_escalations_are_written_once_per_event(db: Any) -> None:
+    from connectors.sinks.pg import INSERT_ESCALATIONS, escalations_params
+
+    writer, tenant, dsn = db
+    job = str(uuid.uuid4())
+    event = {
+        "event_id": str(uuid.uuid4()),
+        "job_id": job,
+        "tenant": tenant,
+        "url": "http://example.com/",
+        "from_tier": "http",
+        "to_tier": "browser",
+        "reason": "js shell (app-root) with HTTP 200",
+        "http_status": 200,
+        "marker": "app-root",
+        "created_at": T0,
+    }
+    for _ in range(2):  # a replayed event
+        await writer.execute_many([(INSERT_ESCALATIONS, escalations_params([event, event]))])
+    rows = await _rows(
+        dsn,
+        "SELECT from_tier, to_tier, marker, http_status FROM escalations WHERE job_id = %s",
+        job,
+    )
+    assert rows == [("http", "browser", "app-root", 200)]
