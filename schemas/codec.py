@@ -18,15 +18,24 @@ import re
 import struct
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cache
 from importlib import resources
-from typing import Any, Final, cast
+from typing import Any, Final, TypeVar, cast
 
 import fastavro
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
 from schemas.errors import DecodeError
+from schemas.records import (
+    RECORD_TYPES,
+    FetchOptions,
+    Record,
+    ScrapeRequest,
+)
+from schemas.topics import TopicSpec
+
+R = TypeVar("R", bound=Record)
 
 MAGIC: Final = b"\xc3\x01"
 HEADER_LEN: Final = 10
@@ -34,7 +43,10 @@ HEADER_LEN: Final = 10
 MAX_TENANT: Final = 200
 _UNPRINTABLE: Final = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 
-RECORD_NAMES: Final = ("ScrapeRequest", "ScrapeResult", "Escalation", "Metering", "RouteFeedback")
+RECORD_NAMES: Final = tuple(t.__name__ for t in RECORD_TYPES)
+BY_NAME: Final[dict[str, type[Record]]] = {t.__name__: t for t in RECORD_TYPES}
+_FIELDS: Final = {t: tuple(f.name for f in fields(t)) for t in RECORD_TYPES}
+_OPTION_FIELDS: Final = tuple(f.name for f in fields(FetchOptions))
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +56,8 @@ class _Schema:
     fingerprint: bytes  # 8 bytes, little-endian, as written on the wire
 
 
-def _load(name: str) -> _Schema:
-    text = resources.files("schemas").joinpath("avro", f"{name}.avsc").read_text("utf-8")
+def _load(name: str, path: str | None = None) -> _Schema:
+    text = resources.files("schemas").joinpath("avro", path or f"{name}.avsc").read_text("utf-8")
     parsed = parse_schema(json.loads(text))
     canonical = to_parsing_canonical_form(parsed)
     # fastavro returns the CRC-64-AVRO fingerprint already as little-endian hex: wire order.
@@ -60,6 +72,43 @@ class Codec:
     def __init__(self) -> None:
         self._by_name: dict[str, _Schema] = {n: _load(n) for n in RECORD_NAMES}
         self._by_fp: dict[bytes, _Schema] = {s.fingerprint: s for s in self._by_name.values()}
+        # Earlier versions of a record's schema, kept so that records they wrote (still on the
+        # topics, or from producers not upgraded yet) are read into the current shape.
+        history = resources.files("schemas").joinpath("avro", "history")
+        for f in sorted(history.iterdir(), key=lambda f: f.name):
+            if f.name.endswith(".avsc"):
+                old = _load(f.name.split(".", 1)[0], f"history/{f.name}")
+                self._by_fp.setdefault(old.fingerprint, old)
+
+    # -- typed records --------------------------------------------------------------------------
+    def write(self, record: Record) -> bytes:
+        """``record`` single-object encoded with its current schema."""
+        values = {name: getattr(record, name) for name in _FIELDS[type(record)]}
+        if type(record) is ScrapeRequest:
+            opts = record.options
+            values["options"] = {name: getattr(opts, name) for name in _OPTION_FIELDS}
+        return self.encode(type(record).__name__, values)
+
+    def read(self, data: bytes, expect: type[R]) -> R:
+        """The record of type ``expect`` in ``data``; :class:`DecodeError` if it is not one."""
+        return _typed(expect, self.decode(data, expect=expect.__name__)[1])  # type: ignore[return-value]
+
+    def read_any(self, data: bytes) -> Record:
+        """Whichever of our records ``data`` holds."""
+        name, values = self.decode(data)
+        return _typed(BY_NAME[name], values)
+
+    def read_request(self, data: bytes) -> ScrapeRequest:
+        """:meth:`decode_request`, typed."""
+        return cast(ScrapeRequest, _typed(ScrapeRequest, self.decode_request(data)))
+
+    def read_topic(self, spec: TopicSpec, data: bytes) -> Record:
+        """The record ``spec``'s topic carries (requests also as JSON, see decode_request)."""
+        if spec.value is None:
+            raise DecodeError("raw_topic", f"{spec.base} carries raw bytes, not records")
+        if spec.value == "ScrapeRequest":
+            return self.read_request(data)
+        return self.read(data, BY_NAME[spec.value])
 
     def fingerprint(self, name: str) -> bytes:
         """The 8-byte wire fingerprint of record ``name``."""
@@ -95,7 +144,8 @@ class Codec:
         buf = io.BytesIO(data)
         buf.seek(HEADER_LEN)
         try:
-            record = fastavro.schemaless_reader(buf, schema.parsed, schema.parsed)
+            reader = self._by_name[schema.name]
+            record = fastavro.schemaless_reader(buf, schema.parsed, reader.parsed)
         except (EOFError, ValueError, UnicodeDecodeError, IndexError, struct.error) as exc:
             raise DecodeError("truncated", f"cannot decode {schema.name} body: {exc!r}") from exc
         if buf.tell() != len(data):
@@ -155,6 +205,12 @@ def _check_ids(record: dict[str, Any]) -> dict[str, Any]:
             "invalid_tenant", f"tenant must be 1-{MAX_TENANT} characters without control characters"
         )
     return record
+
+
+def _typed(cls: type[Record], values: dict[str, Any]) -> Record:
+    if cls is ScrapeRequest:
+        values["options"] = FetchOptions(**values["options"])
+    return cls(**values)
 
 
 @cache

@@ -1,0 +1,165 @@
+"""The records on our topics and the enums they carry, typed, each defined once.
+
+Every record here mirrors an Avro schema in ``schemas/avro`` field for field (a unit test holds
+the two together); the codec turns bytes into these classes and back. Code that produces or
+consumes a topic works with these classes, never with loose dicts, so that a field added to a
+record is added here, in its ``.avsc``, and where it is used: nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Final
+
+from schemas.errors import ErrorCode
+from schemas.topics import Tier
+
+__all__ = [
+    "AUTO",
+    "FINAL_STATUSES",
+    "RECORD_TYPES",
+    "AttemptOutcome",
+    "ErrorCode",
+    "Escalation",
+    "FetchOptions",
+    "JobStatus",
+    "Metering",
+    "Record",
+    "RouteFeedback",
+    "ScrapeRequest",
+    "ScrapeResult",
+    "Tier",
+]
+
+AUTO: Final = "auto"  # a requested tier: let the router choose
+
+
+class JobStatus(StrEnum):
+    """What ``GET /v1/jobs/{id}`` says of a job. Only these are ever written."""
+
+    QUEUED = "queued"  # accepted; waiting for a worker, being fetched, or between attempts
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+FINAL_STATUSES: Final = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED})
+
+
+class AttemptOutcome(StrEnum):
+    """How one attempt ended (``Metering.outcome``)."""
+
+    OK = "ok"
+    TRANSIENT = "transient"  # retried in the same tier after a backoff
+    BLOCKED = "blocked"  # handed to the next tier, or failed at the highest allowed
+    FATAL = "fatal"
+
+
+@dataclass(slots=True, kw_only=True)
+class FetchOptions:
+    """What a job may ask of its fetch. Validated by :func:`schemas.options.parse_options`."""
+
+    timeout_s: float | None = None
+    max_body_bytes: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    wait_until: str | None = None
+    wait_for: str | None = None
+    screenshot: str | None = None
+    block_resources: list[str] = field(default_factory=list)
+    session_id: str | None = None
+    egress_pool: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class ScrapeRequest:
+    job_id: str
+    tenant: str
+    url: str
+    tier: str = Tier.HTTP.value  # a Tier, or AUTO on scrape.requests
+    max_tier: str = Tier.STEALTH.value
+    attempt: int = 1
+    tier_attempt: int = 1
+    options: FetchOptions = field(default_factory=FetchOptions)
+    created_at: datetime
+    trace_id: str = ""
+    router_reason: str | None = None
+    not_before: datetime | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class ScrapeResult:
+    event_id: str
+    job_id: str
+    tenant: str
+    url: str
+    final_url: str | None = None
+    tier: str
+    attempts: int
+    status: str  # JobStatus.SUCCEEDED or FAILED
+    error_code: str | None = None
+    error_message: str | None = None
+    http_status: int | None = None
+    content_type: str | None = None
+    content_encoding: str = "gzip"
+    content: bytes | None = None
+    content_bytes: int = 0
+    content_sha256: str | None = None
+    response_headers: dict[str, str] = field(default_factory=dict)
+    screenshot: bytes | None = None
+    created_at: datetime
+    finished_at: datetime
+    duration_ms: int = 0
+    trace_id: str = ""
+
+
+@dataclass(slots=True, kw_only=True)
+class Metering:
+    event_id: str
+    job_id: str
+    tenant: str
+    tier: str
+    attempt: int
+    outcome: str  # AttemptOutcome
+    error_code: str | None = None
+    http_status: int | None = None
+    bytes: int = 0
+    duration_ms: int = 0
+    credits: int = 0
+    egress_pool: str | None = None
+    created_at: datetime
+    trace_id: str = ""
+
+
+@dataclass(slots=True, kw_only=True)
+class Escalation:
+    event_id: str
+    job_id: str
+    tenant: str
+    url: str
+    from_tier: str
+    to_tier: str
+    reason: str
+    http_status: int | None = None
+    marker: str | None = None
+    created_at: datetime
+    trace_id: str = ""
+
+
+@dataclass(slots=True, kw_only=True)
+class RouteFeedback:
+    site: str
+    tier: str
+    blocked: bool
+    marker: str | None = None
+    created_at: datetime
+
+
+Record = ScrapeRequest | ScrapeResult | Metering | Escalation | RouteFeedback
+RECORD_TYPES: Final[tuple[type[Record], ...]] = (
+    ScrapeRequest,
+    ScrapeResult,
+    Escalation,
+    Metering,
+    RouteFeedback,
+)
