@@ -91,7 +91,7 @@ class Codec:
 
     def read(self, data: bytes, expect: type[R]) -> R:
         """The record of type ``expect`` in ``data``; :class:`DecodeError` if it is not one."""
-        return _typed(expect, self.decode(data, expect=expect.__name__)[1])  # type: ignore[return-value]
+        return cast(R, _typed(expect, self.decode(data, expect=expect.__name__)[1]))
 
     def read_any(self, data: bytes) -> Record:
         """Whichever of our records ``data`` holds."""
@@ -207,10 +207,10 @@ def _check_ids(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def _typed(cls: type[Record], values: dict[str, Any]) -> Record:
+def _typed(cls: type[Any], values: dict[str, Any]) -> Record:
     if cls is ScrapeRequest:
         values["options"] = FetchOptions(**values["options"])
-    return cls(**values)
+    return cast(Record, cls(**values))
 
 
 @cache
