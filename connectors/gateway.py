@@ -10,6 +10,7 @@ included, has the body ``{"error": {"code": ..., "message": <what to fix>}}`` an
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import time
@@ -307,7 +308,7 @@ class Gateway:
         except ValueError as exc:
             raise ApiError(400, "invalid_request", "job_id must be a UUID (or omitted)") from exc
         try:
-            options = parse_options(body.get("options") or {}, self._limits)
+            options = dataclasses.asdict(parse_options(body.get("options") or {}, self._limits))
         except InvalidOptions as exc:
             raise ApiError(400, "invalid_request", str(exc)) from exc
         return {

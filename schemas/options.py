@@ -15,9 +15,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.records import FetchOptions, ResourceType, ScreenshotMode, WaitUntil
 
 __all__ = [
     "FORBIDDEN_HEADERS",
@@ -32,10 +34,6 @@ __all__ = [
     "check_text",
     "parse_options",
 ]
-
-WaitUntil = Literal["load", "domcontentloaded", "networkidle"]
-ScreenshotMode = Literal["viewport", "full"]
-ResourceType = Literal["image", "font", "media", "stylesheet"]
 
 WAIT_UNTIL: Final[tuple[str, ...]] = get_args(WaitUntil)
 SCREENSHOT_MODES: Final[tuple[str, ...]] = get_args(ScreenshotMode)
@@ -116,13 +114,15 @@ def check_text(value: str, what: str, max_len: int = MAX_SHORT_STRING) -> str:
     return value
 
 
-def parse_options(raw: Any, limits: JobLimits = DEFAULT_LIMITS) -> dict[str, Any]:
-    """The normalised ``FetchOptions`` record (every field present) for ``raw``.
+def parse_options(raw: Any, limits: JobLimits = DEFAULT_LIMITS) -> FetchOptions:
+    """The normalised :class:`FetchOptions` for ``raw``.
 
-    ``raw`` is what a person sent (absent fields may be missing) or a decoded record (absent
-    fields are ``None``/empty); both give the same result, so validating twice is harmless.
-    Raises :class:`InvalidOptions` naming the option and what it accepts.
+    ``raw`` is what a person sent (a JSON object; absent fields may be missing) or a decoded
+    record's options; both give the same result, so validating twice is harmless. Raises
+    :class:`InvalidOptions` naming the option and what it accepts.
     """
+    if isinstance(raw, FetchOptions):
+        raw = {name: getattr(raw, name) for name in OPTION_NAMES}
     if not isinstance(raw, Mapping):
         raise InvalidOptions("options must be an object")
     unknown = set(raw) - set(OPTION_NAMES)
@@ -131,17 +131,17 @@ def parse_options(raw: Any, limits: JobLimits = DEFAULT_LIMITS) -> dict[str, Any
             f"unknown options: {', '.join(sorted(map(str, unknown)))}"
             f" (valid: {', '.join(OPTION_NAMES)})"
         )
-    return {
-        "timeout_s": _timeout(raw.get("timeout_s"), limits),
-        "max_body_bytes": _max_body(raw.get("max_body_bytes"), limits),
-        "headers": _headers(raw.get("headers")),
-        "wait_until": _choice(raw.get("wait_until"), "wait_until", WAIT_UNTIL),
-        "wait_for": _short(raw.get("wait_for"), "wait_for"),
-        "screenshot": _choice(raw.get("screenshot"), "screenshot", SCREENSHOT_MODES),
-        "block_resources": _resources(raw.get("block_resources")),
-        "session_id": _short(raw.get("session_id"), "session_id"),
-        "egress_pool": _short(raw.get("egress_pool"), "egress_pool"),
-    }
+    return FetchOptions(
+        timeout_s=_timeout(raw.get("timeout_s"), limits),
+        max_body_bytes=_max_body(raw.get("max_body_bytes"), limits),
+        headers=_headers(raw.get("headers")),
+        wait_until=_choice(raw.get("wait_until"), "wait_until", WAIT_UNTIL),
+        wait_for=_short(raw.get("wait_for"), "wait_for"),
+        screenshot=_choice(raw.get("screenshot"), "screenshot", SCREENSHOT_MODES),
+        block_resources=_resources(raw.get("block_resources")),
+        session_id=_short(raw.get("session_id"), "session_id"),
+        egress_pool=_short(raw.get("egress_pool"), "egress_pool"),
+    )
 
 
 def _timeout(value: Any, limits: JobLimits) -> float | None:
@@ -204,13 +204,14 @@ def _headers(value: Any) -> dict[str, str]:
     return dict(value)
 
 
-def _choice(value: Any, name: str, allowed: tuple[str, ...]) -> str | None:
+def _choice(value: Any, name: str, allowed: tuple[str, ...]) -> Any:
+    """``value`` if it is None or one of ``allowed`` (a Literal's values), else raise."""
     if value is not None and value not in allowed:
         raise InvalidOptions(f"options.{name} must be one of {', '.join(allowed)}")
-    return value  # type: ignore[no-any-return]
+    return value
 
 
-def _resources(value: Any) -> list[str]:
+def _resources(value: Any) -> list[ResourceType]:
     if value is None:
         return []
     if not isinstance(value, list | tuple) or any(v not in RESOURCE_TYPES for v in value):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Final
+from typing import Final, Literal
 
 from schemas.errors import ErrorCode
 from schemas.topics import Tier
@@ -27,13 +27,20 @@ __all__ = [
     "JobStatus",
     "Metering",
     "Record",
+    "ResourceType",
     "RouteFeedback",
     "ScrapeRequest",
     "ScrapeResult",
+    "ScreenshotMode",
     "Tier",
+    "WaitUntil",
 ]
 
 AUTO: Final = "auto"  # a requested tier: let the router choose
+
+WaitUntil = Literal["load", "domcontentloaded", "networkidle"]
+ScreenshotMode = Literal["viewport", "full"]
+ResourceType = Literal["image", "font", "media", "stylesheet"]
 
 
 class JobStatus(StrEnum):
@@ -63,10 +70,10 @@ class FetchOptions:
     timeout_s: float | None = None
     max_body_bytes: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
-    wait_until: str | None = None
+    wait_until: WaitUntil | None = None
     wait_for: str | None = None
-    screenshot: str | None = None
-    block_resources: list[str] = field(default_factory=list)
+    screenshot: ScreenshotMode | None = None
+    block_resources: list[ResourceType] = field(default_factory=list)
     session_id: str | None = None
     egress_pool: str | None = None
 

@@ -177,7 +177,7 @@ def _releaser(
                 try:
                     # Only records the tier can read go back to it: a poison record parked here
                     # reaches the DLQ naming this topic, where it was actually published.
-                    codec.decode_request(msg.value)
+                    codec.read_request(msg.value)
                 except DecodeError as exc:
                     await dead_letter(producer, topics.dlq, msg, exc.reason, exc.detail)
                     metrics.dlq.labels(msg.topic, exc.reason).inc()

@@ -220,12 +220,15 @@ class EgressFetcher:
             try:
                 proxy = self._pools.choose(pool, request.session_id, frozenset(tried))
             except NoProxyAvailable as exc:
-                raise TransientError(ErrorCode.PROXY_ERROR, str(exc)) from exc
+                error = TransientError(ErrorCode.PROXY_ERROR, str(exc))
+                error.egress_pool = pool
+                raise error from exc
             try:
                 response = await self._inner.fetch(
                     replace(request, proxy=proxy.url.get_secret_value())
                 )
             except FetchError as exc:
+                exc.egress_pool = pool
                 failed = exc.code in _PROXY_FAULTS
                 if not (exc.code is ErrorCode.TIMEOUT and self._short_deadline(request)):
                     self._pools.report(proxy, ok=not failed)
@@ -236,4 +239,4 @@ class EgressFetcher:
                 continue
             self._pools.report(proxy, ok=True)
             self._on_result(pool, proxy.label, True)
-            return response
+            return replace(response, egress_pool=pool)

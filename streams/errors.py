@@ -14,6 +14,7 @@ class FetchError(Exception):
     """Root of our fetch errors. ``retriable`` says whether trying again may succeed."""
 
     retriable = False
+    egress_pool: str | None = None  # set by EgressFetcher: the pool the attempt went through
 
     def __init__(
         self, code: ErrorCode, message: str, *, retry_after_s: float | None = None

@@ -6,19 +6,15 @@ No I/O here: everything is a function of the response or error, unit-tested on i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
 from schemas import ErrorCode
+from schemas.records import AttemptOutcome
 from streams.blocking import inspect
 from streams.errors import BlockedError, FetchError, TransientError
 from streams.fetchers.base import FetchResponse
 
-
-class Kind(StrEnum):
-    OK = "ok"
-    TRANSIENT = "transient"
-    BLOCKED = "blocked"
-    FATAL = "fatal"
+# How an attempt ended: the enum travels on scrape.metering, so it is defined in schemas.
+Kind = AttemptOutcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +25,7 @@ class Outcome:
     http_status: int | None = None
     retry_after_s: float | None = None
     marker: str | None = None  # what made a page count as blocked (evidence for escalations)
+    egress_pool: str | None = None  # the egress pool the attempt went through (None: direct)
 
     @property
     def ok(self) -> bool:

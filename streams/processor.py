@@ -2,17 +2,17 @@
 
 ``TierProcessor.handle`` never raises for a bad record: undecodable values go to the DLQ with
 the reason, invalid jobs end ``failed``. It returns only once its output records are durable
-in Kafka, so the caller may then acknowledge the input offset.
+in Kafka, so the caller may then acknowledge the input offset. What an attempt emits is built
+by :mod:`streams.attempt`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,15 +22,16 @@ from aiokafka.errors import (
     RecordListTooLargeError,
     RecordTooLargeError,
 )
-from isal import igzip
 
-from schemas import Codec, DecodeError, ErrorCode, TopicSet, delay_bucket, derived_id, site_key
+from schemas import Codec, DecodeError, ErrorCode, TopicSet, delay_bucket, site_key
 from schemas import headers as hdr
 from schemas.kafka import EventProducer
 from schemas.options import DEFAULT_LIMITS, InvalidOptions, JobLimits, parse_options
-from schemas.text import storable, storable_map
-from schemas.topics import MAX_MESSAGE_BYTES
+from schemas.records import FINAL_STATUSES, JobStatus, ScrapeRequest
+from schemas.text import storable
+from schemas.topics import MAX_MESSAGE_BYTES, TIER_ORDER
 from schemas.urls import InvalidURL, validate_url
+from streams import attempt
 from streams.config import FetchConfig, WorkerConfig
 from streams.errors import FetchError
 from streams.fetchers.base import Fetcher, FetchRequest, FetchResponse
@@ -41,38 +42,17 @@ from streams.politeness import RobotsCache, SiteLimiter
 from streams.politeness.limits import Feedback
 
 log = logging.getLogger(__name__)
-_TIERS = ("http", "browser", "stealth")
-# Bodies at least this big are compressed and hashed on a helper thread: ISA-L and hashlib
-# release the GIL, so the event loop serves other jobs meanwhile (a 1 MB page takes ~2 ms).
-# Below it the hand-over (a future, a wake-up of the loop, the GIL changing hands) costs more
-# than it frees: a 100 KB page compresses in ~0.2 ms.
-OFFLOAD_BYTES = 256 * 1024
+_TIERS = frozenset(t.value for t in TIER_ORDER)
 # Room left in a Kafka record for its key, headers and batch framing.
 RECORD_OVERHEAD_BYTES = 64 * 1024
 # Kafka refusing a record for its size: sending it again cannot help, so the job fails instead.
 _TOO_BIG_FOR_KAFKA = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError)
 
-Record = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]
+Produced = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]
 
 
 class ResultTooLarge(Exception):
     """A job's output records would not fit in one Kafka record."""
-
-
-def pack_body(body: bytes) -> tuple[bytes, str]:
-    """A body as results carry it: gzip (level 1, no timestamp) and the SHA-256 of the body.
-
-    ISA-L's deflate (python-isal) writes standard gzip ~4x faster than zlib at level 1 and
-    compresses as well: 0.07 vs 0.27 ms per page of the bench corpus (30 KB on average).
-    """
-    return igzip.compress(body, compresslevel=1, mtime=0), hashlib.sha256(body).hexdigest()
-
-
-async def pack(body: bytes) -> tuple[bytes, str]:
-    """:func:`pack_body`, off the event loop for big bodies."""
-    if len(body) < OFFLOAD_BYTES:
-        return pack_body(body)
-    return await asyncio.get_running_loop().run_in_executor(None, pack_body, body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +109,7 @@ class TierProcessor:
         self._m_fetch_seconds = metrics.fetch_seconds.labels(tier)
         self._m_fetched_bytes = metrics.fetched_bytes.labels(tier)
         self._m_outcomes: dict[tuple[str, str], Any] = {}
-        self._m_results = {s: metrics.results.labels(tier, s) for s in ("succeeded", "failed")}
+        self._m_results = {s.value: metrics.results.labels(tier, s.value) for s in FINAL_STATUSES}
 
     async def handle(self, rec: InputRecord) -> None:
         progress = self._m_progress
@@ -141,7 +121,7 @@ class TierProcessor:
 
     async def _handle_record(self, rec: InputRecord) -> None:
         try:
-            job = self._codec.decode_request(rec.value)
+            job = self._codec.read_request(rec.value)
         except DecodeError as exc:
             await self.to_dlq(rec, exc.reason, exc.detail)
             return
@@ -152,7 +132,7 @@ class TierProcessor:
         except Exception as exc:
             # A bug must not wedge the partition nor leave the job unfinished: the job fails
             # with `internal`; only if even that cannot be sent does the record go to the DLQ.
-            log.exception("job %s: processing failed", job.get("job_id"))
+            log.exception("job %s: processing failed", job.job_id)
             detail = f"{type(exc).__name__}: {exc}"
             try:
                 await self._producer.send_many(
@@ -161,22 +141,22 @@ class TierProcessor:
             except (asyncio.CancelledError, KafkaError):
                 raise
             except Exception:
-                log.exception("job %s: cannot even fail it", job.get("job_id"))
+                log.exception("job %s: cannot even fail it", job.job_id)
                 await self.to_dlq(rec, "processing_error", detail)
 
-    async def _handle(self, rec: InputRecord, job: dict[str, Any]) -> None:
-        trace_id = job["trace_id"] or hdr.get(rec.headers, hdr.TRACE_ID) or job["job_id"]
-        job["trace_id"] = storable(trace_id)[:128]
-        if job["created_at"].timestamp() <= 0:
-            job["created_at"] = datetime.now(UTC)
-        extra = {"job_id": job["job_id"], "trace_id": job["trace_id"], "tier": self.tier}
+    async def _handle(self, rec: InputRecord, job: ScrapeRequest) -> None:
+        trace_id = job.trace_id or hdr.get(rec.headers, hdr.TRACE_ID) or job.job_id
+        job.trace_id = storable(trace_id)[:128]
+        if job.created_at.timestamp() <= 0:
+            job.created_at = datetime.now(UTC)
+        extra = {"job_id": job.job_id, "trace_id": job.trace_id, "tier": self.tier}
 
         started = time.monotonic()
         response: FetchResponse | None = None
         try:
-            url = validate_url(job["url"])
+            url = validate_url(job.url)
             # Producers may publish straight to Kafka: the options pass the gateway's checks here.
-            job["options"] = parse_options(job["options"], self._limits)
+            job.options = parse_options(job.options, self._limits)
         except InvalidURL as exc:
             outcome = Outcome(Kind.FATAL, ErrorCode.INVALID_URL, str(exc))
         except InvalidOptions as exc:
@@ -211,8 +191,8 @@ class TierProcessor:
             what = "failed"
         log.info(
             "job %s attempt %d %s in %.0f ms (%s)",
-            job["job_id"],
-            job["attempt"],
+            job.job_id,
+            job.attempt,
             what,
             elapsed * 1000,
             outcome.reason or outcome.http_status,
@@ -222,121 +202,83 @@ class TierProcessor:
     async def _records(
         self,
         rec: InputRecord,
-        job: dict[str, Any],
+        job: ScrapeRequest,
         outcome: Outcome,
         response: FetchResponse | None,
         elapsed: float,
-    ) -> tuple[list[Record], str]:
+    ) -> tuple[list[Produced], str]:
         """The records this attempt emits, and what became of the job (for the log).
 
         Raises :class:`ResultTooLarge` when a record would not fit in Kafka."""
         decision = decide(
             outcome,
             tier=self.tier,
-            tier_attempt=job["tier_attempt"],
-            max_tier=job["max_tier"] if job["max_tier"] in _TIERS else "stealth",
+            tier_attempt=job.tier_attempt,
+            max_tier=job.max_tier if job.max_tier in _TIERS else "stealth",
             policy=self._retry,
             rng=self._rng,
         )
-        headers = hdr.make(trace_id=job["trace_id"], job_id=job["job_id"], tenant=job["tenant"])
-        key = job["job_id"].encode()
-        metering = self._metering(job, outcome, response, elapsed)
-        records: list[Record] = [
-            (self._topics.metering, key, self._codec.encode("Metering", metering), headers)
-        ]
+        headers = hdr.make(trace_id=job.trace_id, job_id=job.job_id, tenant=job.tenant)
+        key = job.job_id.encode()
+        write = self._codec.write
+        metering = attempt.metering(job, self.tier, outcome, response, elapsed, self._credits)
+        records: list[Produced] = [(self._topics.metering, key, write(metering), headers)]
         if decision.action is Action.FINISH:
-            packed = await pack(response.body) if response is not None and outcome.ok else None
-            result = self._result(job, outcome, response, elapsed, decision.code, packed)
-            value = self._codec.encode("ScrapeResult", result)
+            packed = (
+                await attempt.pack(response.body) if response is not None and outcome.ok else None
+            )
+            result = attempt.result(
+                job, self.tier, outcome, response, elapsed, decision.code, packed
+            )
+            value = write(result)
             if len(value) > self._max_record_bytes:
-                shot = result["screenshot"]
                 raise ResultTooLarge(
                     f"the result is {len(value)} bytes (gzipped page"
-                    f" {len(packed[0]) if packed else 0}, screenshot {len(shot or b'')}), more"
-                    f" than the {self._max_record_bytes} a result record may carry; ask for a"
-                    " smaller options.max_body_bytes or a viewport screenshot"
+                    f" {len(packed[0]) if packed else 0}, screenshot"
+                    f" {len(result.screenshot or b'')}), more than the {self._max_record_bytes}"
+                    " a result record may carry; ask for a smaller options.max_body_bytes or a"
+                    " viewport screenshot"
                 )
             records.append((self._topics.results, key, value, headers))
-            self._m_results[result["status"]].inc()
-            what = result["status"]
+            self._m_results[result.status].inc()
+            what = result.status
         elif decision.action is Action.RETRY:
             bucket = delay_bucket(decision.delay_s)
-            retry = {
-                **job,
-                "attempt": job["attempt"] + 1,
-                "tier_attempt": job["tier_attempt"] + 1,
-                "not_before": datetime.now(UTC) + timedelta(seconds=decision.delay_s),
-            }
-            records.append(
-                (
-                    self._topics.delay(self.tier, bucket),
-                    rec.key,
-                    self._codec.encode("ScrapeRequest", retry),
-                    headers,
-                )
-            )
+            retry = attempt.retried(job, decision.delay_s)
+            records.append((self._topics.delay(self.tier, bucket), rec.key, write(retry), headers))
             self._metrics.deferred.labels(self.tier, "retry", str(bucket)).inc()
             what = f"retry in {bucket}s"
         else:
             assert decision.next_tier is not None
-            escalation = self._escalation(job, outcome, decision.next_tier)
-            upper = {
-                **job,
-                "tier": decision.next_tier,
-                "attempt": job["attempt"] + 1,
-                "tier_attempt": 1,
-                "not_before": None,
-            }
+            escalation = attempt.escalation(job, self.tier, outcome, decision.next_tier)
+            upper = attempt.handed_over(job, decision.next_tier)
             records += [
-                (
-                    self._topics.escalations,
-                    key,
-                    self._codec.encode("Escalation", escalation),
-                    headers,
-                ),
-                (
-                    self._topics.tier(decision.next_tier),
-                    rec.key,
-                    self._codec.encode("ScrapeRequest", upper),
-                    headers,
-                ),
+                (self._topics.escalations, key, write(escalation), headers),
+                (self._topics.tier(decision.next_tier), rec.key, write(upper), headers),
             ]
             self._metrics.escalations.labels(
                 self.tier, decision.next_tier, outcome.marker or ""
             ).inc()
             what = f"escalated to {decision.next_tier}"
         if outcome.ok or outcome.kind is Kind.BLOCKED:
-            feedback: dict[str, Any] = {
-                "site": site_key(job["url"]),
-                "tier": self.tier,
-                "blocked": outcome.kind is Kind.BLOCKED,
-                "marker": outcome.marker,
-                "created_at": datetime.now(UTC),
-            }
-            records.append(
-                (
-                    self._topics.routing,
-                    feedback["site"].encode(),
-                    self._codec.encode("RouteFeedback", feedback),
-                    [],
-                )
-            )
+            feedback = attempt.route_feedback(job, self.tier, outcome)
+            records.append((self._topics.routing, feedback.site.encode(), write(feedback), []))
         return records, what
 
     def _failure(
-        self, job: dict[str, Any], code: ErrorCode, message: str, elapsed: float
-    ) -> list[Record]:
+        self, job: ScrapeRequest, code: ErrorCode, message: str, elapsed: float
+    ) -> list[Produced]:
         """Metering and a ``failed`` result for ``job``, carrying nothing the site sent: what
         is emitted when the attempt's own records cannot be."""
         outcome = Outcome(Kind.FATAL, code, message)
-        headers = hdr.make(trace_id=job["trace_id"], job_id=job["job_id"], tenant=job["tenant"])
-        key = job["job_id"].encode()
-        metering = self._metering(job, outcome, None, elapsed)
-        result = self._result(job, outcome, None, elapsed)
-        self._m_results["failed"].inc()
+        headers = hdr.make(trace_id=job.trace_id, job_id=job.job_id, tenant=job.tenant)
+        key = job.job_id.encode()
+        metering = attempt.metering(job, self.tier, outcome, None, elapsed, self._credits)
+        result = attempt.result(job, self.tier, outcome, None, elapsed)
+        self._m_results[JobStatus.FAILED].inc()
         return [
-            (self._topics.metering, key, self._codec.encode("Metering", metering), headers),
-            (self._topics.results, key, self._codec.encode("ScrapeResult", result), headers),
+            (self._topics.metering, key, self._codec.write(metering), headers),
+            (self._topics.results, key, self._codec.write(result), headers),
         ]
 
     def _outcome_counter(self, outcome: Outcome) -> Any:
@@ -346,29 +288,12 @@ class TierProcessor:
             counter = self._m_outcomes[key] = self._metrics.fetch_outcome.labels(self.tier, *key)
         return counter
 
-    def _escalation(self, job: dict[str, Any], outcome: Outcome, to_tier: str) -> dict[str, Any]:
-        return {
-            "event_id": derived_id(
-                job["tenant"], job["job_id"], "escalation", self.tier, str(job["attempt"])
-            ),
-            "job_id": job["job_id"],
-            "tenant": job["tenant"],
-            "url": job["url"],
-            "from_tier": self.tier,
-            "to_tier": to_tier,
-            "reason": storable(outcome.reason or "blocked"),
-            "http_status": outcome.http_status,
-            "marker": outcome.marker,
-            "created_at": datetime.now(UTC),
-            "trace_id": job["trace_id"],
-        }
-
     async def _polite_fetch(
-        self, job: dict[str, Any], url: str, site: str
+        self, job: ScrapeRequest, url: str, site: str
     ) -> tuple[Outcome, FetchResponse | None]:
         """robots.txt, then the site's rate/concurrency slot, then the fetch."""
         crawl_delay: float | None = None
-        if self._robots is not None and job["tenant"] not in self._robots_opt_out:
+        if self._robots is not None and job.tenant not in self._robots_opt_out:
             try:
                 verdict = await self._robots.check(url)
             except FetchError as exc:
@@ -385,8 +310,12 @@ class TierProcessor:
         try:
             response = await self._fetcher.fetch(self._request(job, url))
             outcome = classify_response(response, self.tier)
+            if response.egress_pool is not None:
+                outcome = replace(outcome, egress_pool=response.egress_pool)
         except FetchError as exc:
             outcome = classify_error(exc)
+            if exc.egress_pool is not None:
+                outcome = replace(outcome, egress_pool=exc.egress_pool)
         finally:
             self._m_in_flight.dec()
             # Always return the slot (even when cancelled), with what the site told us.
@@ -398,62 +327,62 @@ class TierProcessor:
             )
         return outcome, response
 
-    def _short_deadline(self, job: dict[str, Any]) -> bool:
+    def _short_deadline(self, job: ScrapeRequest) -> bool:
         """Whether the job set a deadline shorter than this deployment's default."""
-        chosen = job["options"]["timeout_s"]
+        chosen = job.options.timeout_s
         return chosen is not None and chosen < self._fetch_config.timeout_s
 
-    def _request(self, job: dict[str, Any], url: str) -> FetchRequest:
-        opts = job["options"]
+    def _request(self, job: ScrapeRequest, url: str) -> FetchRequest:
+        opts = job.options
         if self.tier == "http":
             return FetchRequest(
                 url=url,
-                headers=opts["headers"],
-                timeout_s=opts["timeout_s"],
-                max_body_bytes=opts["max_body_bytes"],
-                egress_pool=opts["egress_pool"],
-                session_id=opts["session_id"],
+                headers=opts.headers,
+                timeout_s=opts.timeout_s,
+                max_body_bytes=opts.max_body_bytes,
+                egress_pool=opts.egress_pool,
+                session_id=opts.session_id,
             )
         from streams.browser.request import BrowserRequest
 
         stealth = self.tier == "stealth"
         return BrowserRequest(
             url=url,
-            headers=opts["headers"],
+            headers=opts.headers,
             # The premium tier waits longer by default: slow sites are why jobs get there.
-            timeout_s=opts["timeout_s"] or (self._fetch_config.timeout_s * 2 if stealth else None),
-            max_body_bytes=opts["max_body_bytes"],
-            wait_until=opts["wait_until"] or ("networkidle" if stealth else "load"),
-            wait_for=opts["wait_for"],
-            screenshot=opts["screenshot"],
-            block_resources=frozenset(opts["block_resources"]),
-            egress_pool=opts["egress_pool"],
+            timeout_s=opts.timeout_s or (self._fetch_config.timeout_s * 2 if stealth else None),
+            max_body_bytes=opts.max_body_bytes,
+            wait_until=opts.wait_until or ("networkidle" if stealth else "load"),
+            wait_for=opts.wait_for,
+            screenshot=opts.screenshot,
+            block_resources=frozenset(opts.block_resources),
+            egress_pool=opts.egress_pool,
             # The tenant keys the browser contexts its jobs share (never another tenant's).
             # Persistent profiles (cookies across a session's jobs) are the stealth tier's; with
             # them the session also pins its egress proxy. The browser tier ignores session_id.
-            tenant=job["tenant"],
-            session_id=opts["session_id"] if stealth else None,
+            tenant=job.tenant,
+            session_id=opts.session_id if stealth else None,
         )
 
     async def defer(
-        self, job: dict[str, Any], rec: InputRecord, wait_s: float, reason: str
+        self, job: ScrapeRequest, rec: InputRecord, wait_s: float, reason: str
     ) -> None:
         """Send ``job`` to this tier's delay topic that waits at least ``wait_s`` (capped)."""
         bucket = delay_bucket(wait_s)
-        job["not_before"] = datetime.now(UTC) + timedelta(seconds=bucket)
+        job.not_before = datetime.now(UTC) + timedelta(seconds=bucket)
         await self._producer.send(
             self._topics.delay(self.tier, bucket),
-            self._codec.encode("ScrapeRequest", job),
+            self._codec.write(job),
             key=rec.key,
-            headers=hdr.make(trace_id=job["trace_id"], job_id=job["job_id"], tenant=job["tenant"]),
+            headers=hdr.make(trace_id=job.trace_id, job_id=job.job_id, tenant=job.tenant),
         )
         self._metrics.deferred.labels(self.tier, reason, str(bucket)).inc()
         log.info(
             "job %s deferred %ds (%s)",
-            job["job_id"],
+            job.job_id,
             bucket,
             reason,
-            extra={"job_id": job["job_id"], "trace_id": job["trace_id"], "tier": self.tier},
+            extra={"job_id": job.job_id, "trace_id": job.trace_id, "tier": self.tier},
         )
 
     async def to_dlq(self, rec: InputRecord, reason: str, detail: str) -> None:
@@ -464,71 +393,6 @@ class TierProcessor:
         log.warning(
             "record %s[%d]@%d to DLQ: %s (%s)", rec.topic, rec.partition, rec.offset, reason, detail
         )
-
-    def _result(
-        self,
-        job: dict[str, Any],
-        outcome: Outcome,
-        resp: FetchResponse | None,
-        elapsed: float,
-        code: ErrorCode | None = None,
-        packed: tuple[bytes, str] | None = None,
-    ) -> dict[str, Any]:
-        """The ScrapeResult; ``packed`` is :func:`pack_body` of the body when the job succeeded."""
-        body = resp.body if resp is not None and outcome.ok else None
-        now = datetime.now(UTC)
-        return {
-            "event_id": derived_id(
-                job["tenant"], job["job_id"], "result", self.tier, str(job["attempt"])
-            ),
-            "job_id": job["job_id"],
-            "tenant": job["tenant"],
-            "url": storable(job["url"]),
-            "final_url": storable(resp.final_url) if resp is not None else None,
-            "tier": self.tier,
-            "attempts": job["attempt"],
-            "status": "succeeded" if outcome.ok else "failed",
-            "error_code": None
-            if outcome.ok
-            else (code or outcome.code or ErrorCode.INTERNAL).value,
-            "error_message": None if outcome.ok or outcome.reason is None
-            else storable(outcome.reason)[:2000],
-            "http_status": resp.status if resp is not None else None,
-            "content_type": storable(resp.content_type)
-            if resp is not None and resp.content_type is not None
-            else None,
-            "content_encoding": "gzip",
-            "content": packed[0] if packed is not None else None,
-            "content_bytes": len(body) if body is not None else 0,
-            "content_sha256": packed[1] if packed is not None else None,
-            "response_headers": storable_map(resp.headers) if resp is not None else {},
-            "screenshot": getattr(resp, "screenshot", None) if outcome.ok else None,
-            "created_at": job["created_at"],
-            "finished_at": now,
-            "duration_ms": int(elapsed * 1000),
-            "trace_id": job["trace_id"],
-        }
-
-    def _metering(
-        self, job: dict[str, Any], outcome: Outcome, resp: FetchResponse | None, elapsed: float
-    ) -> dict[str, Any]:
-        return {
-            "event_id": derived_id(
-                job["tenant"], job["job_id"], "metering", self.tier, str(job["attempt"])
-            ),
-            "job_id": job["job_id"],
-            "tenant": job["tenant"],
-            "tier": self.tier,
-            "attempt": job["attempt"],
-            "outcome": outcome.kind.value,
-            "error_code": outcome.code.value if outcome.code else None,
-            "http_status": resp.status if resp is not None else None,
-            "bytes": resp.wire_bytes if resp is not None else 0,
-            "duration_ms": int(elapsed * 1000),
-            "credits": self._credits if outcome.ok else 0,
-            "created_at": datetime.now(UTC),
-            "trace_id": job["trace_id"],
-        }
 
 
 def _feedback(outcome: Outcome | None, short_deadline: bool = False) -> str:

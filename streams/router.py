@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from schemas import TIER_ORDER, DecodeError, default_codec, site_key
 from schemas.kafka import EventProducer, KafkaConfig
+from schemas.records import RouteFeedback
 from streams.config import WorkerConfig
 from streams.faust_io import dead_letter, event_headers, new_app, raw_topic
 from streams.routing import RoutingPolicy, choose, observe
@@ -67,14 +68,14 @@ def build_router(
     codec = default_codec()
 
     async def route_one(producer: EventProducer, msg: Any) -> None:
-        job = codec.decode_request(msg.value)
-        site = site_key(job["url"]) or "?"
-        max_tier = job["max_tier"] if job["max_tier"] in _TIERS else _TIERS[-1]
+        job = codec.read_request(msg.value)
+        site = site_key(job.url) or "?"
+        max_tier = job.max_tier if job.max_tier in _TIERS else _TIERS[-1]
         tier, reason, state = choose(routes.get(site), max_tier, time.time(), policy)
-        job["tier"], job["router_reason"] = tier, reason
+        job.tier, job.router_reason = tier, reason
         await producer.send(
             topics.tier(tier),
-            codec.encode("ScrapeRequest", job),
+            codec.write(job),
             key=msg.key or site.encode(),
             headers=event_headers(msg.headers),
         )
@@ -82,10 +83,8 @@ def build_router(
         routed.labels(tier, reason.split(":", 1)[0]).inc()
 
     async def learn_one(_producer: EventProducer, msg: Any) -> None:
-        _name, fb = codec.decode(msg.value, expect="RouteFeedback")
-        routes[fb["site"]] = observe(
-            routes.get(fb["site"]), fb["tier"], fb["blocked"], time.time(), policy
-        )
+        fb = codec.read(msg.value, RouteFeedback)
+        routes[fb.site] = observe(routes.get(fb.site), fb.tier, fb.blocked, time.time(), policy)
 
     def agent(
         role: str, handle: Callable[[EventProducer, Any], Awaitable[None]]

@@ -30,6 +30,7 @@ class FetchResponse:
     content_type: str | None
     wire_bytes: int
     redirects: int = 0
+    egress_pool: str | None = None  # set by EgressFetcher: the pool it went through
 
 
 class Fetcher(Protocol):

@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from streams import processor
-from streams.processor import OFFLOAD_BYTES, pack
+from streams import attempt
+from streams.attempt import OFFLOAD_BYTES, pack
 
 
 @pytest.mark.parametrize("size", [0, 100, OFFLOAD_BYTES - 1, OFFLOAD_BYTES, 300_000])
@@ -24,13 +24,13 @@ async def test_pack_round_trips(size: int) -> None:
 
 async def test_only_big_bodies_leave_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     threads: list[int] = []
-    real = processor.pack_body
+    real = attempt.pack_body
 
     def spy(body: bytes) -> tuple[bytes, str]:
         threads.append(threading.get_ident())
         return real(body)
 
-    monkeypatch.setattr(processor, "pack_body", spy)
+    monkeypatch.setattr(attempt, "pack_body", spy)
     await pack(b"x" * (OFFLOAD_BYTES - 1))
     await pack(b"x" * OFFLOAD_BYTES)
     loop_thread = threading.get_ident()
