@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 
+from connectors.views import links
+from schemas.records import JobStatus, ScrapeRequest
+
 __all__ = [
+    "SUBMISSION_FIELDS",
     "ApiError",
     "accepted",
     "error_response",
-    "job_json",
     "json_body",
     "request_trace_id",
     "wait_param",
@@ -76,26 +78,16 @@ def wait_param(request: web.Request, max_wait_s: float) -> float:
     return value
 
 
-def accepted(job: dict[str, Any]) -> dict[str, Any]:
+# The fields of a job submission (POST /v1/jobs, each item of a batch); anything else is 400.
+SUBMISSION_FIELDS: Final = frozenset({"url", "tier", "max_tier", "job_id", "options"})
+
+
+def accepted(job: ScrapeRequest) -> dict[str, Any]:
     """The 202 body of an accepted job."""
     return {
-        "job_id": job["job_id"],
-        "status": "queued",
-        "tier": job["tier"],
-        "trace_id": job["trace_id"],
-        "links": {
-            "self": f"/v1/jobs/{job['job_id']}",
-            "content": f"/v1/jobs/{job['job_id']}/content",
-        },
+        "job_id": job.job_id,
+        "status": JobStatus.QUEUED.value,
+        "tier": job.tier,
+        "trace_id": job.trace_id,
+        "links": links(job.job_id),
     }
-
-
-def job_json(row: dict[str, Any]) -> dict[str, Any]:
-    """A job row as the API shows it."""
-    out = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
-    out["tenant"] = out.pop("tenant_id")
-    out["links"] = {
-        "self": f"/v1/jobs/{row['job_id']}",
-        "content": f"/v1/jobs/{row['job_id']}/content",
-    }
-    return out

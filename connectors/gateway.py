@@ -10,7 +10,6 @@ included, has the body ``{"error": {"code": ..., "message": <what to fix>}}`` an
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import logging
 import time
@@ -33,24 +32,26 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from connectors.api import (
+    SUBMISSION_FIELDS,
     ApiError,
     accepted,
     error_response,
-    job_json,
     json_body,
     request_trace_id,
     wait_param,
 )
 from connectors.config import GatewayConfig
 from connectors.content import SAFE_HEADERS, media_type, send_gzipped
-from connectors.openapi import OPENAPI
+from connectors.openapi import build_openapi
 from connectors.sinks.pg import INSERT_QUEUED, queued_params
 from connectors.storage import ObjectStore, StorageError
+from connectors.views import HISTORY_SQL, job_view
 from connectors.waiters import JobListener, Waiters, wait_final
 from schemas import default_codec, site_key
 from schemas import headers as hdr
 from schemas.kafka import EventProducer, KafkaConfig
 from schemas.options import DEFAULT_LIMITS, InvalidOptions, JobLimits, parse_options
+from schemas.records import AUTO, ScrapeRequest
 from schemas.urls import InvalidURL, validate_url
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,8 @@ class Gateway:
         self._registry = registry
         self._limits = limits
         self._waiters = Waiters()
-        self._enabled_tiers = (*config.tiers, "auto")
+        self._enabled_tiers = (*config.tiers, AUTO)
+        self._openapi = build_openapi(limits, config.tiers, config.max_batch, config.max_wait_s)
         self._codec = default_codec()
         self._keys: dict[str, tuple[str, float]] = {}
         self._producer: EventProducer | None = None
@@ -234,12 +236,23 @@ class Gateway:
         return str(row["tenant_id"])
 
     async def _fetchone(self, sql: str, *args: Any) -> dict[str, Any] | None:
+        rows = await self._query(sql, args, one=True)
+        return rows[0] if rows else None
+
+    async def _fetchall(self, sql: str, params: Any) -> list[dict[str, Any]]:
+        return await self._query(sql, params, one=False)
+
+    async def _query(self, sql: str, params: Any, one: bool) -> list[dict[str, Any]]:
+        """Rows of ``sql`` (503 while the database is away)."""
         assert self._pool is not None
         try:
             async with self._pool.connection() as conn:
                 cur = conn.cursor(row_factory=dict_row)
-                await cur.execute(sql, args)
-                return await cur.fetchone()
+                await cur.execute(sql, params)
+                if one:
+                    row = await cur.fetchone()
+                    return [] if row is None else [row]
+                return await cur.fetchall()
         except (psycopg.OperationalError, TimeoutError, psycopg.errors.AdminShutdown) as exc:
             log.warning("database unavailable: %s", exc)
             raise ApiError(
@@ -258,12 +271,12 @@ class Gateway:
         wait_s = wait_param(request, self._config.max_wait_s)  # a 400 must mean not accepted
         await self._publish([job])
         if wait_s:
-            job_id, tenant = job["job_id"], request[TENANT]
+            job_id, tenant = job.job_id, request[TENANT]
             row = await wait_final(
                 self._waiters, job_id, wait_s, lambda: self._job_row(job_id, tenant)
             )
             if row is not None:
-                return web.json_response(job_json(row), status=200)
+                return web.json_response(await self._view(row), status=200)
         return web.json_response(accepted(job), status=202)
 
     async def post_batch(self, request: web.Request) -> web.Response:
@@ -284,7 +297,15 @@ class Gateway:
         await self._publish(jobs)
         return web.json_response({"jobs": [accepted(j) for j in jobs]}, status=202)
 
-    def _build_job(self, body: dict[str, Any], tenant: str, trace_id: str) -> dict[str, Any]:
+    def _build_job(self, body: dict[str, Any], tenant: str, trace_id: str) -> ScrapeRequest:
+        unknown = set(body) - SUBMISSION_FIELDS
+        if unknown:
+            raise ApiError(
+                400,
+                "invalid_request",
+                f"unknown fields: {', '.join(sorted(map(str, unknown)))[:200]}"
+                f" (valid: {', '.join(sorted(SUBMISSION_FIELDS))})",
+            )
         try:
             url = validate_url(body.get("url"))  # type: ignore[arg-type]
         except InvalidURL as exc:
@@ -308,36 +329,31 @@ class Gateway:
         except ValueError as exc:
             raise ApiError(400, "invalid_request", "job_id must be a UUID (or omitted)") from exc
         try:
-            options = dataclasses.asdict(parse_options(body.get("options") or {}, self._limits))
+            options = parse_options(body.get("options") or {}, self._limits)
         except InvalidOptions as exc:
             raise ApiError(400, "invalid_request", str(exc)) from exc
-        return {
-            "job_id": job_id,
-            "tenant": tenant,
-            "url": url,
-            "tier": tier,
-            "max_tier": max_tier,
-            "attempt": 1,
-            "options": options,
-            "created_at": datetime.now(UTC),
-            "trace_id": trace_id,
-            "router_reason": None,
-            "not_before": None,
-        }
+        return ScrapeRequest(
+            job_id=job_id,
+            tenant=tenant,
+            url=url,
+            tier=tier,
+            max_tier=max_tier,
+            options=options,
+            created_at=datetime.now(UTC),
+            trace_id=trace_id,
+        )
 
-    async def _publish(self, jobs: list[dict[str, Any]]) -> None:
+    async def _publish(self, jobs: list[ScrapeRequest]) -> None:
         if self._producer is None:
             raise ApiError(
                 503, "unavailable", "the pipeline is starting; retry shortly", {"Retry-After": "2"}
             )
         records = [
             (
-                self._kafka.topics.requests
-                if j["tier"] == "auto"
-                else self._kafka.topics.tier(j["tier"]),
-                site_key(j["url"]).encode(),
-                self._codec.encode("ScrapeRequest", j),
-                hdr.make(trace_id=j["trace_id"], job_id=j["job_id"], tenant=j["tenant"]),
+                self._kafka.topics.requests if j.tier == AUTO else self._kafka.topics.tier(j.tier),
+                site_key(j.url).encode(),
+                self._codec.write(j),
+                hdr.make(trace_id=j.trace_id, job_id=j.job_id, tenant=j.tenant),
             )
             for j in jobs
         ]
@@ -356,7 +372,7 @@ class Gateway:
         except TimeoutError as exc:
             # Kafka went away after the records were handed over: they may still run. Saying so
             # (with the ids to retry with: job ids are idempotent) beats a false "refused".
-            ids = ", ".join(j["job_id"] for j in jobs[:5]) + (", ..." if len(jobs) > 5 else "")
+            ids = ", ".join(j.job_id for j in jobs[:5]) + (", ..." if len(jobs) > 5 else "")
             raise ApiError(
                 503,
                 "unconfirmed",
@@ -365,7 +381,7 @@ class Gateway:
                 {"Retry-After": "5"},
             ) from exc
         for j in jobs:
-            self._jobs.labels(j["tier"]).inc()
+            self._jobs.labels(j.tier).inc()
         # Best effort: makes GET /v1/jobs/{id} answer 'queued' at once. The ledger sink writes the
         # same row from the tier topic, so a database outage here loses nothing.
         try:
@@ -392,7 +408,14 @@ class Gateway:
         return row
 
     async def get_job(self, request: web.Request) -> web.Response:
-        return web.json_response(job_json(await self._requested_job(request)))
+        return web.json_response(await self._view(await self._requested_job(request)))
+
+    async def _view(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The job's JSON: its row and its story (attempts and escalations, in order)."""
+        history = await self._fetchall(
+            HISTORY_SQL, {"tenant": row["tenant_id"], "job_id": row["job_id"]}
+        )
+        return job_view(row, history).to_json()
 
     async def get_content(self, request: web.Request) -> web.StreamResponse:
         row, data = await self._stored(
@@ -473,4 +496,4 @@ class Gateway:
         return resp
 
     async def openapi(self, _request: web.Request) -> web.Response:
-        return web.json_response(OPENAPI)
+        return web.json_response(self._openapi)

@@ -1,27 +1,188 @@
-"""OpenAPI 3.1 description of the gateway, served at /openapi.json."""
+"""The gateway's OpenAPI 3.1 document, generated from the definitions it describes.
+
+Nothing here restates a field, an enum or a limit: the job options come from
+``schemas.records.FetchOptions`` with the deployment's ``JobLimits`` and the validator's rules
+(``schemas.options``), statuses, outcomes and error codes from their enums, the answers from the
+views the gateway builds them with (``connectors.views``). A test holds the document against
+the running gateway.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import re
+from typing import Any, Final
 
-_ERROR = {"$ref": "#/components/schemas/Error"}
+from pydantic import TypeAdapter
+
+from connectors.api import SUBMISSION_FIELDS
+from connectors.views import AttemptEvent, EscalationEvent, JobView
+from schemas.errors import ErrorCode
+from schemas.options import (
+    FORBIDDEN_HEADERS,
+    MAX_HEADER_VALUE,
+    MAX_HEADERS,
+    MAX_SHORT_STRING,
+    JobLimits,
+)
+from schemas.records import AUTO, FetchOptions, JobStatus
+
+__all__ = ["EXAMPLES", "build_openapi"]
+
+_REF = "#/components/schemas/{model}"
+_TOKEN_PATTERN = r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$"
+_PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+_SHORT_STRINGS = ("wait_for", "session_id", "egress_pool")
+
+# Submissions every deployment accepts (the tests post each to a running gateway).
+EXAMPLES: Final[dict[str, dict[str, Any]]] = {
+    "minimal": {"value": {"url": "https://example.com/"}},
+    "http tier with options": {
+        "value": {
+            "url": "https://example.com/products?page=2",
+            "tier": "http",
+            "job_id": "6f0c1d2e-3a4b-4c5d-8e6f-7a8b9c0d1e2f",
+            "options": {
+                "timeout_s": 20,
+                "max_body_bytes": 2_000_000,
+                "headers": {"Accept-Language": "en"},
+            },
+        }
+    },
+    "browser with a screenshot": {
+        "value": {
+            "url": "https://example.com/app",
+            "tier": "browser",
+            "options": {
+                "wait_until": "networkidle",
+                "wait_for": "#content",
+                "screenshot": "viewport",
+                "block_resources": ["font", "media"],
+            },
+        }
+    },
+}
 
 
-def _resp(desc: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"description": desc}
+def _schemas(cls: type[Any]) -> dict[str, Any]:
+    """JSON Schemas of ``cls`` and everything it refers to, by name, with field docs."""
+    schema = TypeAdapter(cls).json_schema(ref_template=_REF, mode="serialization")
+    out: dict[str, Any] = schema.pop("$defs", {})
+    out[cls.__name__] = schema
+    for name, sub in out.items():
+        sub.pop("title", None)
+        for prop in sub.get("properties", {}).values():
+            prop.pop("title", None)
+        model = _DATACLASSES.get(name)
+        if model is not None:
+            for f in dataclasses.fields(model):
+                doc = f.metadata.get("doc")
+                if doc and f.name in sub.get("properties", {}):
+                    sub["properties"][f.name]["description"] = doc
+    return out
+
+
+def _options_schema(limits: JobLimits) -> dict[str, Any]:
+    """FetchOptions as a request accepts them: every field optional, the validator's limits."""
+    schema: dict[str, Any] = _schemas(FetchOptions)["FetchOptions"]
+    props = schema["properties"]
+    for prop in props.values():
+        prop.pop("default", None)
+    props["timeout_s"] = {
+        **props["timeout_s"],
+        "anyOf": [
+            {"type": "number", "exclusiveMinimum": 0, "maximum": limits.max_timeout_s},
+            {"type": "null"},
+        ],
+    }
+    props["max_body_bytes"] = {
+        **props["max_body_bytes"],
+        "anyOf": [
+            {"type": "integer", "minimum": 1, "maximum": limits.max_body_bytes},
+            {"type": "null"},
+        ],
+    }
+    props["headers"].update(
+        maxProperties=MAX_HEADERS,
+        propertyNames={
+            "pattern": _TOKEN_PATTERN,
+            "not": {"pattern": _any_case(sorted(FORBIDDEN_HEADERS))},
+            "description": "Refused (in any case): " + ", ".join(sorted(FORBIDDEN_HEADERS)),
+        },
+        additionalProperties={
+            "type": "string",
+            "maxLength": MAX_HEADER_VALUE,
+            "pattern": r"^[^\x00-\x08\x0a-\x1f\x7f]*$",
+        },
+    )
+    props["block_resources"]["uniqueItems"] = True
+    for name in _SHORT_STRINGS:
+        props[name]["anyOf"] = [
+            {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": MAX_SHORT_STRING,
+                "pattern": _PRINTABLE_PATTERN,
+            },
+            {"type": "null"},
+        ]
+    schema["additionalProperties"] = False
+    schema.pop("required", None)
+    return schema
+
+
+def _any_case(names: list[str]) -> str:
+    """A regex matching any of ``names`` whatever their case (JSON Schema has no /i flag)."""
+    spell = (
+        "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c) for c in name)
+        for name in names
+    )
+    return "^(" + "|".join(spell) + ")$"
+
+
+def _submission_schema(tiers: tuple[str, ...]) -> dict[str, Any]:
+    schema: dict[str, Any] = {
+        "type": "object",
+        "description": "A job. Fields not listed here are refused (400).",
+        "required": ["url"],
+        "additionalProperties": False,
+        "properties": {
+            "url": {"type": "string", "format": "uri", "description": "http or https."},
+            "tier": {
+                "type": "string",
+                "enum": [*tiers, AUTO],
+                "description": "Where the job starts; auto lets the router choose by site.",
+            },
+            "max_tier": {
+                "type": "string",
+                "enum": list(tiers),
+                "description": "How far a blocked job may escalate (default: the last tier).",
+            },
+            "job_id": {
+                "type": "string",
+                "format": "uuid",
+                "description": "Idempotency key: the same id is the same job.",
+            },
+            "options": {"$ref": _REF.format(model="FetchOptions")},
+        },
+    }
+    assert set(schema["properties"]) == SUBMISSION_FIELDS
+    return schema
+
+
+def _resp(desc: str, schema: str | None = None, **extra: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": desc, **extra}
     if schema is not None:
-        out["content"] = {"application/json": {"schema": schema}}
+        out["content"] = {"application/json": {"schema": {"$ref": _REF.format(model=schema)}}}
     return out
 
 
 _ERRORS = {
-    "400": _resp("Invalid input; the message says what to fix.", _ERROR),
-    "401": _resp("Missing or unknown API key.", _ERROR),
-    "413": _resp("Body or batch too large.", _ERROR),
-    "500": _resp(
-        "A defect in the gateway (code internal); the message names the logged trace id.", _ERROR
-    ),
-    "503": _resp("A backend is unavailable; retry after Retry-After seconds.", _ERROR),
+    "400": _resp("Invalid input; the message says what to fix.", "Error"),
+    "401": _resp("Missing or unknown API key.", "Error"),
+    "413": _resp("Body or batch too large.", "Error"),
+    "500": _resp("A defect (code internal); the message names the logged trace id.", "Error"),
+    "503": _resp("A backend is unavailable; retry after Retry-After seconds.", "Error"),
 }
 _JOB_ID = {
     "name": "job_id",
@@ -37,192 +198,204 @@ _SAFE = {
         "description": "A fetched page never runs as the gateway's origin.",
     },
 }
+_DATACLASSES: Final[dict[str, type[Any]]] = {
+    c.__name__: c for c in (FetchOptions, JobView, AttemptEvent, EscalationEvent)
+}
 
-OPENAPI: dict[str, Any] = {
-    "openapi": "3.1.0",
-    "info": {"title": "Scrapifie gateway", "version": "1"},
-    "components": {
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        "schemas": {
-            "Error": {
-                "type": "object",
-                "required": ["error"],
-                "properties": {
-                    "error": {
-                        "type": "object",
-                        "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-                    }
-                },
+
+def build_openapi(
+    limits: JobLimits, tiers: tuple[str, ...], max_batch: int, max_wait_s: float
+) -> dict[str, Any]:
+    """The document for a gateway with these limits and tiers."""
+    schemas: dict[str, Any] = {
+        **_schemas(JobView),
+        "FetchOptions": _options_schema(limits),
+        "JobSubmission": _submission_schema(tiers),
+        "JobStatus": {
+            "type": "string",
+            "enum": [s.value for s in JobStatus],
+            "description": "queued until a final result: succeeded or failed.",
+        },
+        "ErrorCode": {
+            "type": "string",
+            "enum": [c.value for c in ErrorCode],
+            "description": "Why a job failed (see the README's table).",
+        },
+        "Accepted": {
+            "type": "object",
+            "required": ["job_id", "status", "tier", "trace_id", "links"],
+            "properties": {
+                "job_id": {"type": "string", "format": "uuid"},
+                "status": {"const": JobStatus.QUEUED.value},
+                "tier": {"type": "string"},
+                "trace_id": {"type": "string"},
+                "links": {"type": "object", "additionalProperties": {"type": "string"}},
             },
-            "JobRequest": {
-                "type": "object",
-                "required": ["url"],
-                "properties": {
-                    "url": {"type": "string", "format": "uri", "maxLength": 8192},
-                    "tier": {"type": "string", "enum": ["http", "browser", "stealth", "auto"]},
-                    "max_tier": {"type": "string", "enum": ["http", "browser", "stealth"]},
-                    "job_id": {
-                        "type": "string",
-                        "format": "uuid",
-                        "description": "Optional idempotency key.",
+        },
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                }
+            },
+        },
+    }
+    view = schemas["JobView"]["properties"]
+    view["status"] = {"$ref": _REF.format(model="JobStatus")}
+    view["error_code"] = {
+        "anyOf": [{"$ref": _REF.format(model="ErrorCode")}, {"type": "null"}],
+        "description": "Set when the job failed.",
+    }
+    # Only the examples this deployment accepts (a tier it runs no worker for is refused).
+    examples = {
+        name: ex for name, ex in EXAMPLES.items() if ex["value"].get("tier", AUTO) in (*tiers, AUTO)
+    }
+    submission = {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"$ref": _REF.format(model="JobSubmission")},
+                "examples": examples,
+            }
+        },
+    }
+    job = {"200": _resp("The job and its story.", "JobView"), "404": _resp("Unknown job.", "Error")}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Scrapifie gateway", "version": "1"},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": schemas,
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/v1/jobs": {
+                "post": {
+                    "summary": "Submit a job",
+                    "parameters": [
+                        {
+                            "name": "wait",
+                            "in": "query",
+                            "schema": {"type": "number", "minimum": 0, "maximum": max_wait_s},
+                            "description": "Seconds to wait for the final result (200 if it"
+                            " comes in time, else 202).",
+                        },
+                        {
+                            "name": "X-Request-ID",
+                            "in": "header",
+                            "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]+$"},
+                            "description": "Becomes the trace id of every event of the job"
+                            " (visible ASCII; the first 128 characters are kept).",
+                        },
+                    ],
+                    "requestBody": submission,
+                    "responses": {
+                        "200": _resp("Finished within ?wait.", "JobView"),
+                        "202": _resp("Accepted.", "Accepted"),
+                        **_ERRORS,
                     },
-                    "options": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "properties": {
-                            "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 300},
-                            "max_body_bytes": {"type": "integer", "minimum": 1},
+                }
+            },
+            "/v1/jobs/batch": {
+                "post": {
+                    "summary": "Submit many jobs",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["jobs"],
+                                    "properties": {
+                                        "jobs": {
+                                            "type": "array",
+                                            "minItems": 1,
+                                            "maxItems": max_batch,
+                                            "items": {"$ref": _REF.format(model="JobSubmission")},
+                                        }
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {"202": _resp("Accepted, one entry per job."), **_ERRORS},
+                }
+            },
+            "/v1/jobs/{job_id}": {
+                "get": {
+                    "summary": "A job: status, result metadata, attempts and escalations",
+                    "parameters": [_JOB_ID],
+                    "responses": {**job, **_ERRORS},
+                }
+            },
+            "/v1/jobs/{job_id}/content": {
+                "get": {
+                    "summary": "The fetched body",
+                    "parameters": [_JOB_ID],
+                    "responses": {
+                        "200": {
+                            "description": "The body, with its original Content-Type: as stored"
+                            " (Content-Encoding: gzip) when Accept-Encoding allows gzip, else"
+                            " decompressed and streamed (chunked).",
                             "headers": {
-                                "type": "object",
-                                "additionalProperties": {"type": "string"},
+                                **_SAFE,
+                                "Content-Encoding": {"schema": {"const": "gzip"}},
+                                "Vary": {"schema": {"const": "Accept-Encoding"}},
                             },
                         },
+                        "404": _resp("Unknown job, or no content (not succeeded).", "Error"),
+                        **_ERRORS,
                     },
-                },
+                }
             },
-            "Accepted": {
-                "type": "object",
-                "properties": {
-                    "job_id": {"type": "string"},
-                    "status": {"const": "queued"},
-                    "tier": {"type": "string"},
-                    "trace_id": {"type": "string"},
-                    "links": {"type": "object"},
-                },
-            },
-            "Job": {
-                "type": "object",
-                "properties": {
-                    "job_id": {"type": "string"},
-                    "tenant": {"type": "string"},
-                    "url": {"type": "string"},
-                    "status": {
-                        "type": "string",
-                        "enum": ["queued", "running", "succeeded", "failed"],
-                    },
-                    "tier": {"type": ["string", "null"]},
-                    "attempts": {"type": "integer"},
-                    "http_status": {"type": ["integer", "null"]},
-                    "error_code": {"type": ["string", "null"]},
-                    "error_message": {"type": ["string", "null"]},
-                    "final_url": {"type": ["string", "null"]},
-                    "content_type": {"type": ["string", "null"]},
-                    "content_bytes": {"type": ["integer", "null"]},
-                    "content_sha256": {"type": ["string", "null"]},
-                    "created_at": {"type": "string", "format": "date-time"},
-                    "finished_at": {"type": ["string", "null"], "format": "date-time"},
-                },
-            },
-        },
-    },
-    "security": [{"bearer": []}],
-    "paths": {
-        "/v1/jobs": {
-            "post": {
-                "summary": "Submit a job",
-                "parameters": [
-                    {
-                        "name": "wait",
-                        "in": "query",
-                        "schema": {"type": "number", "minimum": 0},
-                        "description": "Seconds to wait for the final result.",
-                    },
-                    {
-                        "name": "X-Request-ID",
-                        "in": "header",
-                        "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]+$"},
-                        "description": "Becomes the trace id of every event of the job (visible"
-                        " ASCII; the first 128 characters are kept).",
-                    },
-                ],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/JobRequest"}}
-                    },
-                },
-                "responses": {
-                    "200": _resp("Finished within ?wait.", {"$ref": "#/components/schemas/Job"}),
-                    "202": _resp("Accepted.", {"$ref": "#/components/schemas/Accepted"}),
-                    **_ERRORS,
-                },
-            }
-        },
-        "/v1/jobs/batch": {
-            "post": {
-                "summary": "Submit many jobs",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {
-                                    "jobs": {
-                                        "type": "array",
-                                        "items": {"$ref": "#/components/schemas/JobRequest"},
-                                    }
-                                },
-                            }
-                        }
-                    },
-                },
-                "responses": {"202": _resp("Accepted."), **_ERRORS},
-            }
-        },
-        "/v1/jobs/{job_id}": {
-            "get": {
-                "summary": "Job status and metadata",
-                "parameters": [_JOB_ID],
-                "responses": {
-                    "200": _resp("The job.", {"$ref": "#/components/schemas/Job"}),
-                    "404": _resp("Unknown job (or another tenant's).", _ERROR),
-                    **_ERRORS,
-                },
-            }
-        },
-        "/v1/jobs/{job_id}/content": {
-            "get": {
-                "summary": "The fetched body",
-                "parameters": [_JOB_ID],
-                "responses": {
-                    "200": {
-                        "description": "The body, with its original Content-Type: as stored"
-                        " (Content-Encoding: gzip) when Accept-Encoding allows gzip, else"
-                        " decompressed and streamed (chunked).",
-                        "headers": {
-                            **_SAFE,
-                            "Content-Encoding": {"schema": {"const": "gzip"}},
-                            "Vary": {"schema": {"const": "Accept-Encoding"}},
+            "/v1/jobs/{job_id}/screenshot": {
+                "get": {
+                    "summary": "The screenshot (browser tiers, options.screenshot)",
+                    "parameters": [_JOB_ID],
+                    "responses": {
+                        "200": {
+                            "description": "A PNG.",
+                            "headers": _SAFE,
+                            "content": {"image/png": {}},
                         },
+                        "404": _resp("Unknown job, or no screenshot.", "Error"),
+                        **_ERRORS,
                     },
-                    "404": _resp("Unknown job or no content.", _ERROR),
-                    **_ERRORS,
-                },
-            }
+                }
+            },
+            "/v1/usage": {
+                "get": {
+                    "summary": "Credits and attempts of the caller's tenant",
+                    "responses": {"200": _resp("Usage."), **_ERRORS},
+                }
+            },
+            "/healthz": {
+                "get": {"summary": "Liveness", "security": [], "responses": {"200": _resp("OK")}}
+            },
+            "/readyz": {
+                "get": {
+                    "summary": "Readiness (Kafka and PostgreSQL)",
+                    "security": [],
+                    "responses": {"200": _resp("Ready."), "503": _resp("Not ready.", "Error")},
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "security": [],
+                    "responses": {"200": {"description": "Text exposition format."}},
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "security": [],
+                    "responses": {"200": {"description": "OpenAPI 3.1."}},
+                }
+            },
         },
-        "/v1/usage": {
-            "get": {
-                "summary": "Credits and attempts of the caller's tenant",
-                "responses": {"200": _resp("Usage.")},
-            }
-        },
-        "/healthz": {
-            "get": {"summary": "Liveness", "security": [], "responses": {"200": _resp("Alive.")}}
-        },
-        "/readyz": {
-            "get": {
-                "summary": "Readiness (Kafka and PostgreSQL)",
-                "security": [],
-                "responses": {"200": _resp("Ready."), "503": _resp("Not ready.", _ERROR)},
-            }
-        },
-        "/metrics": {
-            "get": {
-                "summary": "Prometheus metrics",
-                "security": [],
-                "responses": {"200": {"description": "Text exposition format."}},
-            }
-        },
-    },
-}
+    }

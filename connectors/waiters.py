@@ -26,13 +26,14 @@ import psycopg
 from psycopg import sql
 
 from connectors.sinks.pg import JOBS_FINAL_CHANNEL
+from schemas.records import FINAL_STATUSES
 
 __all__ = ["JobListener", "Waiters", "wait_final"]
 
 log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
-FINAL = ("succeeded", "failed")
+FINAL = frozenset(s.value for s in FINAL_STATUSES)
 
 
 class Waiters:

@@ -67,15 +67,41 @@ class AttemptOutcome(StrEnum):
 class FetchOptions:
     """What a job may ask of its fetch. Validated by :func:`schemas.options.parse_options`."""
 
-    timeout_s: float | None = None
-    max_body_bytes: int | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    wait_until: WaitUntil | None = None
-    wait_for: str | None = None
-    screenshot: ScreenshotMode | None = None
-    block_resources: list[ResourceType] = field(default_factory=list)
-    session_id: str | None = None
-    egress_pool: str | None = None
+    timeout_s: float | None = field(
+        default=None, metadata={"doc": "Deadline of the whole fetch, headers and body, seconds."}
+    )
+    max_body_bytes: int | None = field(
+        default=None, metadata={"doc": "Largest decoded body kept; larger fails too_large."}
+    )
+    headers: dict[str, str] = field(
+        default_factory=dict,
+        metadata={
+            "doc": "Request headers (up to 50; RFC 9110 token names; values without control"
+            " characters). Host, framing and hop-by-hop headers are refused."
+        },
+    )
+    wait_until: WaitUntil | None = field(
+        default=None, metadata={"doc": "Browser tiers: the page event to wait for."}
+    )
+    wait_for: str | None = field(
+        default=None, metadata={"doc": "Browser tiers: a CSS selector to wait for."}
+    )
+    screenshot: ScreenshotMode | None = field(
+        default=None, metadata={"doc": "Browser tiers: store a PNG of the viewport or full page."}
+    )
+    block_resources: list[ResourceType] = field(
+        default_factory=list, metadata={"doc": "Browser tiers: resource types not loaded."}
+    )
+    session_id: str | None = field(
+        default=None,
+        metadata={
+            "doc": "Stealth: cookies and storage kept across this session's jobs; pins the"
+            " egress proxy of a pool."
+        },
+    )
+    egress_pool: str | None = field(
+        default=None, metadata={"doc": "Egress pool to fetch through (default: the tier's)."}
+    )
 
 
 @dataclass(slots=True, kw_only=True)

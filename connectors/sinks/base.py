@@ -29,9 +29,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from connectors.config import SinkConfig
 from connectors.storage import StorageError
-from schemas import SPECS, TIER_ORDER, Codec, DecodeError
+from schemas import SPECS, Codec, DecodeError
 from schemas import headers as hdr
 from schemas.kafka import EventProducer, KafkaConfig, consumer_kwargs
+from schemas.records import Record
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,7 @@ class Decoded:
     topic: str
     partition: int
     offset: int
-    kind: str  # Avro record name
-    value: dict[str, Any]
+    value: Record
     raw: ConsumerRecord
 
 
@@ -107,11 +107,9 @@ class SinkRunner:
         self._metrics = metrics
         group = f"{config.group_prefix}-{kafka.topic_prefix}sink-{handler.name}"
         topics = kafka.topics
-        self._request_topics = {topics.requests, *(topics.tier(t) for t in TIER_ORDER)}
-        # A record of the wrong type on a topic is as undecodable as garbage: DLQ, not a crash.
-        self._expected = {
-            topics.name(spec.base): spec.value for spec in SPECS if spec.value is not None
-        }
+        # Each topic's record type comes from the topic table. A record of the wrong type on a
+        # topic is as undecodable as garbage: DLQ, not a crash.
+        self._specs = {topics.name(spec.base): spec for spec in SPECS}
         self._consumer = AIOKafkaConsumer(
             *handler.topics(),
             **consumer_kwargs(
@@ -152,17 +150,12 @@ class SinkRunner:
         for msgs in batches.values():
             for m in msgs:
                 try:
-                    if m.topic in self._request_topics:
-                        kind, value = "ScrapeRequest", self._codec.decode_request(m.value or b"")
-                    else:
-                        kind, value = self._codec.decode(
-                            m.value or b"", expect=self._expected.get(m.topic)
-                        )
+                    value = self._codec.read_topic(self._specs[m.topic], m.value or b"")
                 except DecodeError as exc:
                     if m.topic in dlq_topics:
                         await self._to_dlq(m, exc.reason, exc.detail)
                     continue
-                good.append(Decoded(m.topic, m.partition, m.offset, kind, value, m))
+                good.append(Decoded(m.topic, m.partition, m.offset, value, m))
         if good:
             await self._write(good, stop)
         if stop.is_set() and good:

@@ -5,8 +5,8 @@ to send to the DLQ; they are skipped here."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
 
 from connectors.sinks.base import Decoded
 from connectors.sinks.pg import (
@@ -19,6 +19,7 @@ from connectors.sinks.pg import (
     queued_params,
 )
 from schemas import TIER_ORDER, TopicSet
+from schemas.records import Escalation, Metering, ScrapeRequest
 
 
 class LedgerSink:
@@ -40,18 +41,19 @@ class LedgerSink:
         return {self._topics.metering, self._topics.escalations}
 
     async def write(self, batch: list[Decoded]) -> None:
-        attempts: list[dict[str, Any]] = []
-        escalations: list[dict[str, Any]] = []
-        queued: list[dict[str, Any]] = []
+        attempts: list[Metering] = []
+        escalations: list[Escalation] = []
+        queued: list[ScrapeRequest] = []
         for d in batch:
-            if d.kind == "Metering":
-                attempts.append(d.value)
-            elif d.kind == "Escalation":
-                escalations.append(d.value)
-            elif d.kind == "ScrapeRequest":
-                if d.value["created_at"].timestamp() <= 0:  # JSON producers may omit it
-                    d.value["created_at"] = datetime.now(UTC)
-                queued.append(d.value)
+            value = d.value
+            if isinstance(value, Metering):
+                attempts.append(value)
+            elif isinstance(value, Escalation):
+                escalations.append(value)
+            elif isinstance(value, ScrapeRequest):
+                if value.created_at.timestamp() <= 0:  # JSON producers may omit it
+                    value = replace(value, created_at=datetime.now(UTC))
+                queued.append(value)
         await self._db.execute_many(
             [
                 (INSERT_QUEUED, queued_params(queued)),

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
 
+from schemas.records import Escalation, Metering, ScrapeRequest, ScrapeResult
 from schemas.text import storable
 
 log = logging.getLogger(__name__)
-
-FINAL = ("succeeded", "failed")
 
 # Every batch statement takes its rows as column arrays (unnest): one statement and one plan per
 # batch instead of one per row, and the arrays go over in binary (%b), which psycopg dumps ~10x
@@ -95,9 +95,9 @@ _QUEUED_COLUMNS = ("job_id", "tenant", "url", "tier", "trace_id", "created_at", 
 INSERT_ATTEMPTS = """
 WITH ins AS (
     INSERT INTO attempts (event_id, job_id, tenant_id, tier, attempt, outcome, error_code,
-                          http_status, bytes, duration_ms, credits, created_at)
+                          http_status, bytes, duration_ms, credits, egress_pool, created_at)
     SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::int[], %b::text[],
-                         %b::text[], %b::int[], %b::bigint[], %b::int[], %b::int[],
+                         %b::text[], %b::int[], %b::bigint[], %b::int[], %b::int[], %b::text[],
                          %b::timestamptz[])
     ON CONFLICT (event_id) DO NOTHING
     RETURNING tenant_id, credits
@@ -120,48 +120,69 @@ _ATTEMPT_COLUMNS = (
     "bytes",
     "duration_ms",
     "credits",
+    "egress_pool",
     "created_at",
 )
 
 Params = list[list[list[Any]]]
 
 
-def _columns(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Params:
-    """One parameter set of column arrays (none for an empty batch). Strings are made
-    storable (PostgreSQL text refuses NUL, which producers and websites may send)."""
+def _columns(
+    rows: Sequence[Any],
+    columns: Sequence[str],
+    get: Callable[[Any, str], Any] = getattr,
+) -> Params:
+    """One parameter set of column arrays (none for an empty batch): ``get(row, column)`` of
+    each row, records' fields by default. Strings are made storable (PostgreSQL text refuses
+    NUL, which producers and websites may send)."""
     if not rows:
         return []
-    return [[[_text(r[c]) for r in rows] for c in columns]]
+    return [[[_text(get(r, c)) for r in rows] for c in columns]]
 
 
 def _text(value: Any) -> Any:
     return storable(value) if type(value) is str else value
 
 
-def results_params(rows: Sequence[Mapping[str, Any]]) -> Params:
+@dataclass(frozen=True, slots=True)
+class StoredResult:
+    """A final result with the names of the objects its content and screenshot went to."""
+
+    result: ScrapeResult
+    content_key: str | None
+    screenshot_key: str | None
+
+
+def _stored_field(row: StoredResult, column: str) -> Any:
+    if column in ("content_key", "screenshot_key"):
+        return getattr(row, column)
+    return getattr(row.result, column)
+
+
+def results_params(rows: Sequence[StoredResult]) -> Params:
     """UPSERT_RESULTS' parameters. One row per (tenant, job_id): a statement may not update
     the same row twice, and the caller keeps only the first final result of a job."""
-    by_job = {(r["tenant"], r["job_id"]): r for r in reversed(rows)}
-    return _columns([by_job[k] for k in sorted(by_job)], _RESULT_COLUMNS)
+    by_job = {(r.result.tenant, r.result.job_id): r for r in reversed(rows)}
+    return _columns([by_job[k] for k in sorted(by_job)], _RESULT_COLUMNS, _stored_field)
 
 
-def queued_params(rows: Sequence[Mapping[str, Any]]) -> Params:
+def queued_params(rows: Sequence[ScrapeRequest]) -> Params:
     """INSERT_QUEUED's parameters. A job seen twice in one batch becomes one row with its first
     sighting's fields and the first router reason seen, as two statements in order would."""
-    by_job: dict[tuple[str, str], dict[str, Any]] = {}
+    by_job: dict[tuple[str, str], ScrapeRequest] = {}
     for r in rows:
-        key = (r["tenant"], r["job_id"])
+        key = (r.tenant, r.job_id)
         seen = by_job.get(key)
         if seen is None:
-            by_job[key] = {c: r[c] for c in _QUEUED_COLUMNS}
-        elif seen["router_reason"] is None:
-            seen["router_reason"] = r["router_reason"]
+            by_job[key] = r
+        elif seen.router_reason is None and r.router_reason is not None:
+            by_job[key] = replace(seen, router_reason=r.router_reason)
     return _columns([by_job[k] for k in sorted(by_job)], _QUEUED_COLUMNS)
 
 
-def attempts_params(rows: Sequence[Mapping[str, Any]]) -> Params:
+def attempts_params(rows: Sequence[Metering]) -> Params:
     """INSERT_ATTEMPTS' parameters (event ids are unique; a repeat is skipped by the insert)."""
-    by_event = {r["event_id"]: r for r in reversed(rows)}
+    by_event = {r.event_id: r for r in reversed(rows)}
     return _columns([by_event[k] for k in sorted(by_event)], _ATTEMPT_COLUMNS)
 
 
@@ -195,9 +216,9 @@ _ESCALATION_COLUMNS = (
 )
 
 
-def escalations_params(rows: Sequence[Mapping[str, Any]]) -> Params:
+def escalations_params(rows: Sequence[Escalation]) -> Params:
     """INSERT_ESCALATIONS' parameters (one row per event id, in key order)."""
-    by_event = {r["event_id"]: r for r in reversed(rows)}
+    by_event = {r.event_id: r for r in reversed(rows)}
     return _columns([by_event[k] for k in sorted(by_event)], _ESCALATION_COLUMNS)
 
 

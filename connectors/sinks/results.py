@@ -9,18 +9,18 @@ notifies the gateway's waiters (``NOTIFY_FINAL``), so they wake once the rows ar
 
 from __future__ import annotations
 
-from typing import Any
-
 from connectors.sinks.base import Decoded
 from connectors.sinks.pg import (
     NOTIFY_FINAL,
     UPSERT_RESULTS,
     PgWriter,
+    StoredResult,
     notify_params,
     results_params,
 )
 from connectors.storage import ObjectStore
 from schemas import TopicSet, content_object_key, screenshot_object_key
+from schemas.records import ScrapeResult
 
 
 class ResultsSink:
@@ -38,36 +38,36 @@ class ResultsSink:
         return {self._topics.results}
 
     async def write(self, batch: list[Decoded]) -> None:
-        first: dict[tuple[str, str], dict[str, Any]] = {}
+        first: dict[tuple[str, str], ScrapeResult] = {}
         for d in batch:
-            first.setdefault((d.value["tenant"], d.value["job_id"]), d.value)
+            assert isinstance(d.value, ScrapeResult)
+            first.setdefault((d.value.tenant, d.value.job_id), d.value)
         done = await self._db.final_jobs(list(first))
-        todo = [r for job, r in first.items() if job not in done]
+        todo = [_stored(r) for job, r in first.items() if job not in done]
         objects: list[tuple[str, bytes, str]] = []
-        for r in todo:
-            key, shot = _key(r), _shot_key(r)
-            if key is not None:
-                objects.append((key, r["content"], "application/gzip"))
-            if shot is not None:
-                objects.append((shot, r["screenshot"], "image/png"))
+        for row in todo:
+            if row.content_key is not None and row.result.content is not None:
+                objects.append((row.content_key, row.result.content, "application/gzip"))
+            if row.screenshot_key is not None and row.result.screenshot is not None:
+                objects.append((row.screenshot_key, row.result.screenshot, "image/png"))
         await self._store.put_many_if_absent(objects)  # durable before any row names them
-        rows = [{**r, "content_key": _key(r), "screenshot_key": _shot_key(r)} for r in todo]
         # The notification goes out with the commit: a woken waiter reads the final row.
         await self._db.execute_many(
             [
-                (UPSERT_RESULTS, results_params(rows)),
-                (NOTIFY_FINAL, notify_params(r["job_id"] for r in rows)),
+                (UPSERT_RESULTS, results_params(todo)),
+                (NOTIFY_FINAL, notify_params(row.result.job_id for row in todo)),
             ]
         )
 
 
-def _key(result: dict[str, Any]) -> str | None:
-    if result["content"] is None:
-        return None
-    return content_object_key(result["tenant"], result["job_id"])
-
-
-def _shot_key(result: dict[str, Any]) -> str | None:
-    if result["screenshot"] is None:
-        return None
-    return screenshot_object_key(result["tenant"], result["job_id"])
+def _stored(result: ScrapeResult) -> StoredResult:
+    """``result`` with the deterministic names of its objects (None where it has none)."""
+    return StoredResult(
+        result,
+        content_key=None
+        if result.content is None
+        else content_object_key(result.tenant, result.job_id),
+        screenshot_key=None
+        if result.screenshot is None
+        else screenshot_object_key(result.tenant, result.job_id),
+    )

@@ -38,6 +38,7 @@ from schemas.options import (
     JobLimits,
     parse_options,
 )
+from schemas.records import FetchOptions, ScrapeRequest
 from scrapifie.admin import add_tenant, ensure_topics
 from scrapifie.local.kafka import LocalKafka
 from scrapifie.local.postgres import LocalPostgres
@@ -174,7 +175,7 @@ REQUESTS = (
 )
 
 
-def _expected_options(raw: Any) -> dict[str, Any]:
+def _expected_options(raw: Any) -> FetchOptions:
     """What the gateway must have published for a job sent with ``raw`` options."""
     return parse_options(raw or {}, LIMITS)
 
@@ -246,17 +247,17 @@ async def test_any_body_gets_202_or_a_4xx_json_error(
         *topics, bootstrap_servers=cfg.bootstrap, auto_offset_reset="earliest"
     )
     await consumer.start()
-    records: list[dict[str, Any]] = []
+    records: list[ScrapeRequest] = []
     try:
         async with asyncio.timeout(60):
             while len(records) < seen["accepted"]:
                 for batch in (await consumer.getmany(timeout_ms=1000)).values():
-                    records += [default_codec().decode(r.value)[1] for r in batch]
+                    records += [default_codec().read_request(r.value) for r in batch]
     finally:
         await consumer.stop()
     assert len(records) == seen["accepted"]
     for record in records:
-        options = record["options"]
+        options = record.options
         assert parse_options(options, LIMITS) == options  # re-validates, unchanged
-        sent = accepted[(record["trace_id"], record["job_id"])]
+        sent = accepted[(record.trace_id, record.job_id)]
         assert options in [_expected_options(raw) for raw in sent], (record, sent)

@@ -23,6 +23,7 @@ from connectors.sinks.pg import PgWriter
 from connectors.sinks.results import ResultsSink
 from connectors.storage import LocalObjectStore
 from schemas import TopicSet, default_codec
+from schemas.records import ScrapeResult
 from scrapifie.admin import add_tenant
 from scrapifie.local.postgres import LocalPostgres
 from streams.errors import FetchError
@@ -70,11 +71,10 @@ def env(postgres: LocalPostgres, tmp_path_factory: pytest.TempPathFactory) -> It
 
 def _decoded(sent: list[Any], request: bytes) -> list[Decoded]:
     codec = default_codec()
-    out = [Decoded(TOPICS.tier("http"), 0, 0, "ScrapeRequest", codec.decode_request(request), None)]
+    out = [Decoded(TOPICS.tier("http"), 0, 0, codec.read_request(request), None)]  # type: ignore[arg-type]
     for topic, _key, value, _headers in sent:
         if topic in (TOPICS.results, TOPICS.metering):
-            kind, record = codec.decode(value)
-            out.append(Decoded(topic, 0, 0, kind, record, None))  # type: ignore[arg-type]
+            out.append(Decoded(topic, 0, 0, codec.read_any(value), None))  # type: ignore[arg-type]
     return out
 
 
@@ -102,8 +102,8 @@ def test_every_attempt_is_written_by_the_sinks(
     async def run() -> None:
         await processor(fetcher, producer, TOPICS, LIMIT).handle(request)
         batch = _decoded(producer.sent, request.value)
-        await env.ledger.write([d for d in batch if d.kind != "ScrapeResult"])
-        await env.results.write([d for d in batch if d.kind == "ScrapeResult"])
+        await env.ledger.write([d for d in batch if not isinstance(d.value, ScrapeResult)])
+        await env.results.write([d for d in batch if isinstance(d.value, ScrapeResult)])
 
     env.loop.run_until_complete(run())
     results = [r for t, _k, r, _h in producer.sent if t == TOPICS.results]

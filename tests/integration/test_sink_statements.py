@@ -17,10 +17,12 @@ from connectors.sinks.pg import (
     INSERT_QUEUED,
     UPSERT_RESULTS,
     PgWriter,
+    StoredResult,
     attempts_params,
     queued_params,
     results_params,
 )
+from schemas.records import Escalation, Metering, ScrapeRequest, ScrapeResult
 from scrapifie.admin import add_tenant
 from scrapifie.local.postgres import LocalPostgres
 
@@ -29,62 +31,54 @@ pytestmark = pytest.mark.integration
 T0 = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 
 
-def _queued(tenant: str, job_id: str, reason: str | None = None) -> dict[str, Any]:
-    return {
-        "job_id": job_id,
-        "tenant": tenant,
-        "url": f"http://example.test/{job_id}",
-        "tier": "auto" if reason is None else "http",
-        "trace_id": f"trace-{job_id}",
-        "created_at": T0,
-        "router_reason": reason,
-        "options": {},  # extra fields are ignored
-    }
+def _queued(tenant: str, job_id: str, reason: str | None = None) -> ScrapeRequest:
+    return ScrapeRequest(
+        job_id=job_id,
+        tenant=tenant,
+        url=f"http://example.test/{job_id}",
+        tier="auto" if reason is None else "http",
+        trace_id=f"trace-{job_id}",
+        created_at=T0,
+        router_reason=reason,
+    )
 
 
-def _result(tenant: str, job_id: str, status: str = "succeeded", **extra: Any) -> dict[str, Any]:
+def _result(tenant: str, job_id: str, status: str = "succeeded") -> StoredResult:
     ok = status == "succeeded"
-    return {
-        "job_id": job_id,
-        "tenant": tenant,
-        "url": f"http://example.test/{job_id}",
-        "status": status,
-        "tier": "http",
-        "attempts": 1,
-        "http_status": 200 if ok else None,
-        "error_code": None if ok else "dns_error",
-        "error_message": None if ok else "no such host",
-        "final_url": f"http://example.test/{job_id}" if ok else None,
-        "content_type": "text/html" if ok else None,
-        "content_bytes": 5_000_000_000 if ok else 0,  # > 2**31: bigint
-        "content_sha256": "ab" * 32 if ok else None,
-        "content_key": f"{tenant}/{job_id}" if ok else None,
-        "screenshot_key": None,
-        "event_id": str(uuid.uuid4()),
-        "trace_id": f"trace-{job_id}",
-        "created_at": T0,
-        "finished_at": T0 + timedelta(seconds=1),
-        **extra,
-    }
+    result = ScrapeResult(
+        event_id=str(uuid.uuid4()),
+        job_id=job_id,
+        tenant=tenant,
+        url=f"http://example.test/{job_id}",
+        status=status,
+        tier="http",
+        attempts=1,
+        http_status=200 if ok else None,
+        error_code=None if ok else "dns_error",
+        error_message=None if ok else "no such host",
+        final_url=f"http://example.test/{job_id}" if ok else None,
+        content_type="text/html" if ok else None,
+        content_bytes=5_000_000_000 if ok else 0,  # > 2**31: bigint
+        content_sha256="ab" * 32 if ok else None,
+        trace_id=f"trace-{job_id}",
+        created_at=T0,
+        finished_at=T0 + timedelta(seconds=1),
+    )
+    return StoredResult(result, f"{tenant}/{job_id}" if ok else None, None)
 
 
-def _metering(
-    tenant: str, job_id: str, credits: int, event_id: str | None = None
-) -> dict[str, Any]:
-    return {
-        "event_id": event_id or str(uuid.uuid4()),
-        "job_id": job_id,
-        "tenant": tenant,
-        "tier": "http",
-        "attempt": 1,
-        "outcome": "ok" if credits else "fatal",
-        "error_code": None,
-        "http_status": None,
-        "bytes": 0,
-        "duration_ms": 3,
-        "credits": credits,
-        "created_at": T0,
-    }
+def _metering(tenant: str, job_id: str, credits: int, event_id: str | None = None) -> Metering:
+    return Metering(
+        event_id=event_id or str(uuid.uuid4()),
+        job_id=job_id,
+        tenant=tenant,
+        tier="http",
+        attempt=1,
+        outcome="ok" if credits else "fatal",
+        duration_ms=3,
+        credits=credits,
+        created_at=T0,
+    )
 
 
 @pytest.fixture
@@ -179,7 +173,7 @@ async def test_results_keep_the_first_final_result_and_handle_all_null_columns(d
         None,
         5_000_000_000,
         f"{tenant}/{ok}",
-        first["event_id"],
+        first.result.event_id,
         T0,
         T0 + timedelta(seconds=1),
         None,
@@ -211,18 +205,18 @@ async def test_escalations_are_written_once_per_event(db: Any) -> None:
 
     writer, tenant, dsn = db
     job = str(uuid.uuid4())
-    event = {
-        "event_id": str(uuid.uuid4()),
-        "job_id": job,
-        "tenant": tenant,
-        "url": "http://example.com/",
-        "from_tier": "http",
-        "to_tier": "browser",
-        "reason": "js shell (app-root) with HTTP 200",
-        "http_status": 200,
-        "marker": "app-root",
-        "created_at": T0,
-    }
+    event = Escalation(
+        event_id=str(uuid.uuid4()),
+        job_id=job,
+        tenant=tenant,
+        url="http://example.com/",
+        from_tier="http",
+        to_tier="browser",
+        reason="js shell (app-root) with HTTP 200",
+        http_status=200,
+        marker="app-root",
+        created_at=T0,
+    )
     for _ in range(2):  # a replayed event
         await writer.execute_many([(INSERT_ESCALATIONS, escalations_params([event, event]))])
     rows = await _rows(
