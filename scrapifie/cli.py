@@ -91,6 +91,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--from-beginning", action="store_true")
     s.set_defaults(func=_results)
 
+    s = sub.add_parser("jobs", help="inspect jobs through the gateway")
+    jobs = s.add_subparsers(dest="jobs_command", required=True)
+    j = jobs.add_parser("show", help="a job and its story: every attempt and escalation, in order")
+    j.add_argument("job_id")
+    j.add_argument("--json", action="store_true", help="print the API's JSON instead")
+    j.set_defaults(func=_jobs_show)
+
     s = sub.add_parser("scrape", help="submit one URL through the gateway and print the result")
     s.add_argument("url")
     s.add_argument("--tier", default=None)
@@ -304,6 +311,23 @@ def _scrape(settings: Settings, args: argparse.Namespace) -> int:
         )
         content = client.get(f"/v1/jobs/{job['job_id']}/content")
         sys.stdout.write(content.text)
+    return 0
+
+
+def _jobs_show(settings: Settings, args: argparse.Namespace) -> int:
+    import httpx
+
+    from scrapifie.story import render_job
+
+    headers = {"Authorization": f"Bearer {api_key(settings)}"}
+    with httpx.Client(
+        base_url=settings.gateway_url, headers=headers, timeout=30, trust_env=False
+    ) as client:
+        resp = client.get(f"/v1/jobs/{args.job_id}")
+    if resp.status_code != 200:
+        print(resp.text, file=sys.stderr)
+        return 2
+    print(json.dumps(resp.json(), indent=2) if args.json else render_job(resp.json()))
     return 0
 
 

@@ -3,11 +3,14 @@ outcome, status, cost) and escalation in order, as the sinks wrote them from the
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 import uuid
 
 import pytest
 
-from tests.integration.conftest import Stack
+from tests.integration.conftest import REPO, Stack
 from tests.integration.helpers import wait_final
 from tests.integration.targets import TargetSite
 
@@ -34,6 +37,27 @@ async def test_a_retried_job_shows_both_attempts_in_order(
     assert [e["credits"] for e in history] == [0, 1] and job["credits"] == 1
     assert history[0]["at"] <= history[1]["at"]
     assert job["attempts"] == 2 and job["links"]["self"] == f"/v1/jobs/{job_id}"
+
+    # The same story for a person, from the CLI.
+    shown = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "scrapifie", "jobs", "show", job_id],
+        env={
+            **stack.env,
+            "SCRAPIFIE_API_KEY": stack.api_key,
+            "SCRAPIFIE_GATEWAY_URL": stack.gateway,
+        },
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith(f"job {job_id}  succeeded"), shown.stdout
+    attempts = [line for line in lines if " attempt " in line]
+    assert "transient" in attempts[0] and "503" in attempts[0]
+    assert " ok " in attempts[1] and "1 credits" in attempts[1]
 
 
 async def test_wait_answers_with_the_story_too(stack: Stack, target: TargetSite) -> None:
