@@ -11,7 +11,7 @@ import functools
 import logging
 import random
 from collections.abc import Iterable, Sequence
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from aiokafka.errors import (
     InvalidProducerIdMapping,
@@ -24,6 +24,7 @@ from aiokafka.errors import (
 from aiokafka.partitioner import murmur2
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas import headers as hdr
 from schemas.topics import MAX_MESSAGE_BYTES, TopicSet
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,23 @@ def consumer_kwargs(
         "heartbeat_interval_ms": 3_000,
         "group_instance_id": instance_id,
     }
+
+
+class SourceRecord(Protocol):
+    """A consumed record, whatever the consumer library (aiokafka, Faust, our InputRecord)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Any: ...
 
 
 class EventProducer:
@@ -194,6 +212,28 @@ class EventProducer:
                 log.warning("kafka send failed (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
             delay = min(delay * 2, self._max_backoff_s)
+
+    async def dead_letter(
+        self,
+        dlq_topic: str,
+        source: SourceRecord,
+        reason: str,
+        detail: str,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """The one way a record goes to the DLQ: its original bytes, key and headers, plus where
+        it was read (topic, partition, offset) and why it could not be used (``reason``, a short
+        stable code, and ``detail``). ``headers`` replaces ``source.headers`` when the consumer
+        library keeps them in another shape."""
+        original = list(headers if headers is not None else source.headers or ())
+        await self.send(
+            dlq_topic,
+            source.value or b"",
+            key=source.key,
+            headers=hdr.dlq(
+                original, reason, detail, source.topic, source.partition, source.offset
+            ),
+        )
 
     async def _replace(self, failed: Any, delay: float) -> None:
         """Replace ``failed`` by a started fresh producer, once however many senders saw it

@@ -6,7 +6,6 @@ from typing import Any
 
 import faust
 
-from schemas import headers as hdr
 from schemas.kafka import EventProducer, KafkaConfig
 from streams.faust_eager import EagerTransport, yield_every
 
@@ -40,12 +39,8 @@ def event_headers(raw: Any) -> list[tuple[str, bytes]]:
 async def dead_letter(
     producer: EventProducer, dlq_topic: str, msg: Any, reason: str, detail: str
 ) -> None:
-    """Send a Faust message's original bytes, key and headers to the DLQ, naming where it was
-    read (topic, partition, offset) and why it could not be used."""
-    headers = hdr.dlq(
-        event_headers(msg.headers), reason, detail, msg.topic, msg.partition, msg.offset
-    )
-    await producer.send(dlq_topic, msg.value, key=msg.key, headers=headers)
+    """A Faust message to the DLQ (EventProducer.dead_letter, with its headers normalised)."""
+    await producer.dead_letter(dlq_topic, msg, reason, detail, event_headers(msg.headers))
 
 
 def new_app(

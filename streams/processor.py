@@ -386,14 +386,12 @@ class TierProcessor:
         )
 
     async def to_dlq(self, rec: InputRecord, reason: str, detail: str) -> None:
-        """Send the original bytes, key and headers to the DLQ with where they came from."""
-        headers = hdr.dlq(rec.headers, reason, detail, rec.topic, rec.partition, rec.offset)
-        await self._producer.send(self._topics.dlq, rec.value, key=rec.key, headers=headers)
+        """Send the record to the DLQ (see EventProducer.dead_letter) and count it."""
+        await self._producer.dead_letter(self._topics.dlq, rec, reason, detail)
         self._metrics.dlq.labels(rec.topic, reason).inc()
         log.warning(
             "record %s[%d]@%d to DLQ: %s (%s)", rec.topic, rec.partition, rec.offset, reason, detail
         )
-
 
 def _feedback(outcome: Outcome | None, short_deadline: bool = False) -> str:
     """What an attempt tells the site's limiter. A timeout under a deadline the job chose

@@ -30,7 +30,6 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from connectors.config import SinkConfig
 from connectors.storage import StorageError
 from schemas import SPECS, Codec, DecodeError
-from schemas import headers as hdr
 from schemas.kafka import EventProducer, KafkaConfig, consumer_kwargs
 from schemas.records import Record
 
@@ -208,10 +207,7 @@ class SinkRunner:
             return
 
     async def _to_dlq(self, m: ConsumerRecord, reason: str, detail: str) -> None:
-        headers = hdr.dlq(list(m.headers or ()), reason, detail, m.topic, m.partition, m.offset)
-        await self._producer.send(
-            self._kafka.topics.dlq, m.value or b"", key=m.key, headers=headers
-        )
+        await self._producer.dead_letter(self._kafka.topics.dlq, m, reason, detail)
         self._metrics.dlq.labels(self._handler.name).inc()
         log.warning(
             "sink %s: %s[%d]@%d to DLQ: %s",
@@ -221,7 +217,6 @@ class SinkRunner:
             m.offset,
             reason,
         )
-
 
 async def _retry_forever(fn: Any, what: str, max_backoff_s: float, stop: asyncio.Event) -> None:
     delay = 0.2
