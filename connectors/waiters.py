@@ -26,6 +26,7 @@ import psycopg
 from psycopg import sql
 
 from connectors.sinks.pg import JOBS_FINAL_CHANNEL
+from schemas.backoff import Backoff
 from schemas.records import FINAL_STATUSES
 
 __all__ = ["JobListener", "Waiters", "wait_final"]
@@ -147,7 +148,7 @@ class JobListener:
             self._task = None
 
     async def _run(self) -> None:
-        delay = 0.1
+        backoff = Backoff(0.1, self._max_backoff_s)
         while True:
             try:
                 await self._listen()
@@ -157,9 +158,8 @@ class JobListener:
                 log.exception("job listener failed; restarting")
             if self.connected.is_set():
                 self.connected.clear()
-                delay = 0.1  # it was up: start the backoff over
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self._max_backoff_s)
+                backoff.reset()  # it was up: start the backoff over
+            await backoff.sleep()
 
     async def _listen(self) -> None:
         async with await psycopg.AsyncConnection.connect(

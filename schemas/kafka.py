@@ -25,6 +25,7 @@ from aiokafka.partitioner import murmur2
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas import headers as hdr
+from schemas.backoff import Backoff
 from schemas.topics import MAX_MESSAGE_BYTES, TopicSet
 
 log = logging.getLogger(__name__)
@@ -155,15 +156,16 @@ class EventProducer:
     async def _start(self, producer: Any) -> None:
         from aiokafka.errors import KafkaError
 
-        delay = 0.2
+        backoff = Backoff(0.2, self._max_backoff_s)
         while True:
             try:
                 await producer.start()
                 return
             except KafkaError as exc:
-                log.warning("kafka producer cannot start (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._max_backoff_s)
+                log.warning(
+                    "kafka producer cannot start (%s); retrying in %.1fs", exc, backoff.delay_s
+                )
+                await backoff.sleep()
 
     async def send(
         self,
@@ -184,7 +186,7 @@ class EventProducer:
         """
         from aiokafka.errors import KafkaError, ProducerClosed
 
-        delay = 0.2
+        backoff = Backoff(0.2, self._max_backoff_s)
         while True:
             producer, retired = self._producer, self._retired
             try:
@@ -200,18 +202,17 @@ class EventProducer:
                 # rejected for good (aiokafka#1017): start a fresh producer (new producer id)
                 # and send again. Consumers are idempotent, so a resend duplicates nothing.
                 log.warning("kafka producer state rejected (%s); restarting the producer", exc)
-                await self._replace(producer, delay)
+                await self._replace(producer, backoff.next())
             except ProducerClosed:
                 if self._closing:
                     raise
                 # Another sender is replacing it: wait for the successor and send again.
-                await self._replace(producer, delay)
+                await self._replace(producer, backoff.next())
             except KafkaError as exc:
                 if not getattr(exc, "retriable", False) and not isinstance(exc, _RETRY_ALWAYS):
                     raise
-                log.warning("kafka send failed (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-            delay = min(delay * 2, self._max_backoff_s)
+                log.warning("kafka send failed (%s); retrying in %.1fs", exc, backoff.delay_s)
+                await backoff.sleep()
 
     async def dead_letter(
         self,

@@ -223,15 +223,16 @@ def _gateway(settings: Settings, _args: argparse.Namespace) -> int:
 async def _retry(fn: object, what: str, stop: asyncio.Event) -> None:
     import psycopg
 
-    delay = 0.2
+    from schemas.backoff import Backoff
+
+    backoff = Backoff(0.2, 5.0)
     while not stop.is_set():
         try:
             await fn()  # type: ignore[operator]
             return
         except (psycopg.OperationalError, OSError) as exc:
-            log.warning("cannot %s yet (%s); retrying in %.1fs", what, exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            log.warning("cannot %s yet (%s); retrying in %.1fs", what, exc, backoff.delay_s)
+            await backoff.sleep()
 
 
 # -- administration ---------------------------------------------------------------------------

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import random
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,6 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from connectors.config import SinkConfig
 from connectors.storage import StorageError
 from schemas import SPECS, Codec, DecodeError
+from schemas.backoff import Backoff
 from schemas.kafka import EventProducer, KafkaConfig, consumer_kwargs
 from schemas.records import Record
 
@@ -168,7 +168,7 @@ class SinkRunner:
             log.warning("commit failed after a durable write (%s); records will replay", exc)
 
     async def _write(self, batch: list[Decoded], stop: asyncio.Event) -> None:
-        delay = 0.1
+        backoff = Backoff(0.1, self._config.max_backoff_s, jitter=True)
         while True:
             try:
                 with self._metrics.batch_seconds.labels(self._handler.name).time():
@@ -180,12 +180,11 @@ class SinkRunner:
                     self._handler.name,
                     exc,
                     len(batch),
-                    delay,
+                    backoff.delay_s,
                 )
                 if stop.is_set():
                     raise
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, self._config.max_backoff_s)
+                await backoff.sleep()
                 continue
             except Exception as exc:
                 # Not an outage: the backend (or the handler) refused something in this batch,
@@ -219,7 +218,7 @@ class SinkRunner:
         )
 
 async def _retry_forever(fn: Any, what: str, max_backoff_s: float, stop: asyncio.Event) -> None:
-    delay = 0.2
+    backoff = Backoff(0.2, max_backoff_s)
     while True:
         try:
             await fn()
@@ -227,9 +226,8 @@ async def _retry_forever(fn: Any, what: str, max_backoff_s: float, stop: asyncio
         except KafkaError as exc:
             if stop.is_set():
                 raise
-            log.warning("cannot %s (%s); retrying in %.1fs", what, exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, max_backoff_s)
+            log.warning("cannot %s (%s); retrying in %.1fs", what, exc, backoff.delay_s)
+            await backoff.sleep()
 
 
 async def poll_batch(
