@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.procs import OthersMeter, TreeSampler, jit_cpu_seconds, peak_rss_bytes
 from bench.stats import rate, summary_ms
+from schemas.records import JobStatus, ScrapeResult
 from streams.browser.config import FULL_CHROMIUM, HEADLESS_SHELL
 
 if TYPE_CHECKING:
@@ -438,12 +439,12 @@ def _driver_class() -> type[Any]:
             self.results: dict[str, dict[str, Any]] = {}
 
         def _on_result(self, job_id: str, message: Any) -> None:
-            rec = self.codec.decode(message.value or b"", expect="ScrapeResult")[1]
+            rec = self.codec.read(message.value or b"", ScrapeResult)
             self.results[job_id] = {
-                "status": rec["status"],
-                "error_code": rec["error_code"],
-                "attempts": rec["attempts"],
-                "duration_ms": rec["duration_ms"],
+                "status": rec.status,
+                "error_code": rec.error_code,
+                "attempts": rec.attempts,
+                "duration_ms": rec.duration_ms,
             }
 
     return TierDriver
@@ -518,9 +519,9 @@ def _tier_report(driver: Any, batch: Any) -> dict[str, Any]:
     statuses = [r["status"] for r in results]
     errors: dict[str, int] = {}
     for r in results:
-        if r["status"] != "succeeded":
+        if r["status"] != JobStatus.SUCCEEDED:
             errors[r["error_code"] or "?"] = errors.get(r["error_code"] or "?", 0) + 1
-    succeeded = statuses.count("succeeded")
+    succeeded = statuses.count(JobStatus.SUCCEEDED)
     return {
         "pages": len(jobs),
         "results": len(arrived),
@@ -533,7 +534,7 @@ def _tier_report(driver: Any, batch: Any) -> dict[str, Any]:
         "seconds": round(max(arrived) - first, 3) if arrived else None,
         "pages_per_s": rate(succeeded, max(arrived) - first) if arrived else None,
         "page_ms": summary_ms(
-            [r["duration_ms"] / 1000 for r in results if r["status"] == "succeeded"]
+            [r["duration_ms"] / 1000 for r in results if r["status"] == JobStatus.SUCCEEDED]
         ),
         "submit_to_result_ms": summary_ms(
             [driver.arrived[j] - batch.submitted[j] for j in jobs if j in driver.arrived]

@@ -43,9 +43,9 @@ from bench.stats import rate, summary_ms
 from bench.target import SLOW_RATE_KIB
 from schemas import Codec, site_key
 from schemas.kafka import KafkaConfig, producer_kwargs
+from schemas.records import FINAL_STATUSES, JobStatus, ScrapeRequest
 from scrapifie.local.ports import free_port
 
-FINAL = ("succeeded", "failed")
 WARMUP_TIMEOUT_S = 120.0  # includes the worker's start-up and joining its consumer group
 # A broker in production has long compiled its hot paths; a fresh one spends up to half of its
 # CPU in the JIT compiler for the first ~10,000 jobs, which a measurement would charge to us.
@@ -67,20 +67,16 @@ def encode_request(
 ) -> tuple[str, bytes]:
     """A new job for ``url``: its id and its ScrapeRequest record (Avro)."""
     job_id = str(uuid.uuid4())
-    value = codec.encode(
-        "ScrapeRequest",
-        {
-            "job_id": job_id,
-            "tenant": tenant,
-            "url": url,
-            "tier": tier,
-            "max_tier": max_tier,
-            "created_at": datetime.now(UTC),
-            "options": {},
-            "trace_id": job_id,
-        },
+    job = ScrapeRequest(
+        job_id=job_id,
+        tenant=tenant,
+        url=url,
+        tier=tier,
+        max_tier=max_tier,
+        created_at=datetime.now(UTC),
+        trace_id=job_id,
     )
-    return job_id, value
+    return job_id, codec.write(job)
 
 
 class Driver:
@@ -210,7 +206,7 @@ class Driver:
                 self._check_alive()
                 cur = await conn.execute(
                     "SELECT count(*) FROM jobs WHERE tenant_id = %s AND status = ANY(%s)",
-                    (batch.tenant, list(FINAL)),
+                    (batch.tenant, list(FINAL_STATUSES)),
                 )
                 row = await cur.fetchone()
                 got = int(row[0]) if row else 0
@@ -221,7 +217,7 @@ class Driver:
             cur = await conn.execute(
                 "SELECT job_id, status, extract(epoch FROM updated_at)::float8 FROM jobs"
                 " WHERE tenant_id = %s AND status = ANY(%s)",
-                (batch.tenant, list(FINAL)),
+                (batch.tenant, list(FINAL_STATUSES)),
             )
             return {r[0]: (r[1], float(r[2])) for r in await cur.fetchall()}
 
@@ -241,8 +237,8 @@ class Driver:
             "jobs": len(jobs),
             "results": len(arrived),
             "rows": len(to_row),
-            "succeeded": statuses.count("succeeded"),
-            "failed": statuses.count("failed"),
+            "succeeded": statuses.count(JobStatus.SUCCEEDED),
+            "failed": statuses.count(JobStatus.FAILED),
             "complete": len(arrived) == len(jobs) and len(to_row) == len(jobs),
             "submit_seconds": round(max(batch.submitted.values()) - first, 3),
             "submit_to_ack_ms": summary_ms(to_ack),

@@ -55,29 +55,30 @@ def _steps(body: bytes) -> dict[str, Callable[[], object]]:
     except ImportError:
         pass
     from schemas import Codec
+    from schemas.records import JobStatus, ScrapeResult
 
     codec = Codec()
     now = datetime.now(UTC)
-    record = {
-        "event_id": str(uuid.uuid4()),
-        "job_id": str(uuid.uuid4()),
-        "tenant": "bench",
-        "url": "http://127.0.0.2/p/1.html",
-        "final_url": "http://127.0.0.2/p/1.html",
-        "tier": "http",
-        "attempts": 1,
-        "status": "succeeded",
-        "http_status": 200,
-        "content_type": "text/html",
-        "content": gzip.compress(body, compresslevel=1, mtime=0),
-        "content_bytes": len(body),
-        "content_sha256": hashlib.sha256(body).hexdigest(),
-        "response_headers": {"content-type": "text/html", "server": "nginx"},
-        "created_at": now,
-        "finished_at": now,
-        "trace_id": "t",
-    }
-    steps["Avro encode ScrapeResult"] = lambda: codec.encode("ScrapeResult", record)
+    record = ScrapeResult(
+        event_id=str(uuid.uuid4()),
+        job_id=str(uuid.uuid4()),
+        tenant="bench",
+        url="http://127.0.0.2/p/1.html",
+        final_url="http://127.0.0.2/p/1.html",
+        tier="http",
+        attempts=1,
+        status=JobStatus.SUCCEEDED,
+        http_status=200,
+        content_type="text/html",
+        content=gzip.compress(body, compresslevel=1, mtime=0),
+        content_bytes=len(body),
+        content_sha256=hashlib.sha256(body).hexdigest(),
+        response_headers={"content-type": "text/html", "server": "nginx"},
+        created_at=now,
+        finished_at=now,
+        trace_id="t",
+    )
+    steps["Avro encode ScrapeResult"] = lambda: codec.write(record)
     return steps
 
 

@@ -30,56 +30,58 @@ from bench.procs import CpuMeter
 from bench.profile import PySpy, load_pyinstrument, load_pyspy, pyinstrument_wrapper, summarize
 from bench.progress import Progress
 from bench.stack import REPO, BenchStack
-from schemas import Codec, derived_id
+from schemas import Codec, ErrorCode, Tier, derived_id
 from schemas.kafka import KafkaConfig, producer_kwargs
+from schemas.records import FINAL_STATUSES, AttemptOutcome, JobStatus, Metering, ScrapeResult
 
 
-def _result(tenant: str, url: str, body: bytes | None, gz: bytes | None) -> dict[str, Any]:
+def _result(tenant: str, url: str, body: bytes | None, gz: bytes | None) -> ScrapeResult:
     job_id = str(uuid.uuid4())
     now = datetime.now(UTC)
     ok = body is not None
-    return {
-        "event_id": derived_id(tenant, job_id, "result", "http", "1"),
-        "job_id": job_id,
-        "tenant": tenant,
-        "url": url,
-        "final_url": url,
-        "tier": "http",
-        "attempts": 1,
-        "status": "succeeded" if ok else "failed",
-        "error_code": None if ok else "http_error",
-        "error_message": None if ok else "HTTP 404",
-        "http_status": 200 if ok else 404,
-        "content_type": "text/html",
-        "content_encoding": "gzip",
-        "content": gz,
-        "content_bytes": len(body) if body is not None else 0,
-        "content_sha256": hashlib.sha256(body).hexdigest() if body is not None else None,
-        "response_headers": {"content-type": "text/html", "server": "nginx"},
-        "screenshot": None,
-        "created_at": now,
-        "finished_at": now,
-        "duration_ms": 3,
-        "trace_id": job_id,
-    }
+    return ScrapeResult(
+        event_id=derived_id(tenant, job_id, "result", "http", "1"),
+        job_id=job_id,
+        tenant=tenant,
+        url=url,
+        final_url=url,
+        tier=Tier.HTTP,
+        attempts=1,
+        status=JobStatus.SUCCEEDED if ok else JobStatus.FAILED,
+        error_code=None if ok else ErrorCode.HTTP_ERROR,
+        error_message=None if ok else "HTTP 404",
+        http_status=200 if ok else 404,
+        content_type="text/html",
+        content_encoding="gzip",
+        content=gz,
+        content_bytes=len(body) if body is not None else 0,
+        content_sha256=hashlib.sha256(body).hexdigest() if body is not None else None,
+        response_headers={"content-type": "text/html", "server": "nginx"},
+        screenshot=None,
+        created_at=now,
+        finished_at=now,
+        duration_ms=3,
+        trace_id=job_id,
+    )
 
 
-def _metering(result: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "event_id": derived_id(result["tenant"], result["job_id"], "metering", "http", "1"),
-        "job_id": result["job_id"],
-        "tenant": result["tenant"],
-        "tier": "http",
-        "attempt": 1,
-        "outcome": "ok" if result["status"] == "succeeded" else "fatal",
-        "error_code": result["error_code"],
-        "http_status": result["http_status"],
-        "bytes": result["content_bytes"],
-        "duration_ms": 3,
-        "credits": 1 if result["status"] == "succeeded" else 0,
-        "created_at": result["created_at"],
-        "trace_id": result["trace_id"],
-    }
+def _metering(result: ScrapeResult) -> Metering:
+    ok = result.status == JobStatus.SUCCEEDED
+    return Metering(
+        event_id=derived_id(result.tenant, result.job_id, "metering", "http", "1"),
+        job_id=result.job_id,
+        tenant=result.tenant,
+        tier=Tier.HTTP,
+        attempt=1,
+        outcome=AttemptOutcome.OK if ok else AttemptOutcome.FATAL,
+        error_code=result.error_code,
+        http_status=result.http_status,
+        bytes=result.content_bytes,
+        duration_ms=3,
+        credits=1 if ok else 0,
+        created_at=result.created_at,
+        trace_id=result.trace_id,
+    )
 
 
 async def prefill(
@@ -101,13 +103,13 @@ async def prefill(
 
 
 async def _count(conn: psycopg.AsyncConnection[Any], sql: str, tenant: str) -> int:
-    cur = await conn.execute(sql, (tenant,))
+    cur = await conn.execute(sql, {"tenant": tenant, "final": list(FINAL_STATUSES)})
     row = await cur.fetchone()
     return int(row[0]) if row else 0
 
 
-_JOBS = "SELECT count(*) FROM jobs WHERE tenant_id = %s AND status IN ('succeeded', 'failed')"
-_ATTEMPTS = "SELECT count(*) FROM attempts WHERE tenant_id = %s"
+_JOBS = "SELECT count(*) FROM jobs WHERE tenant_id = %(tenant)s AND status = ANY(%(final)s)"
+_ATTEMPTS = "SELECT count(*) FROM attempts WHERE tenant_id = %(tenant)s"
 
 
 async def _run_sink(
@@ -213,9 +215,9 @@ async def run_sinks_alone(
     def pg_records() -> Iterator[tuple[str, bytes, bytes]]:
         for i in range(pg_events):
             r = _result(tenant, f"http://127.0.0.{2 + i % 5}/missing/{i}", None, None)
-            key = r["job_id"].encode()
-            yield topics.results, key, codec.encode("ScrapeResult", r)
-            yield topics.metering, key, codec.encode("Metering", _metering(r))
+            key = r.job_id.encode()
+            yield topics.results, key, codec.write(r)
+            yield topics.metering, key, codec.write(_metering(r))
 
     progress.phase(f"sinks alone: pre-filling {2 * pg_events:,} events (results + metering)")
     produce_s = await prefill(kafka, pg_records(), 2 * pg_events, progress)
@@ -243,7 +245,7 @@ async def run_sinks_alone(
         for i in range(object_events):
             body, gz = bodies[i % len(bodies)]
             r = _result(tenant, f"http://127.0.0.{2 + i % 5}/p/{i}.html", body, gz)
-            yield topics.results, r["job_id"].encode(), codec.encode("ScrapeResult", r)
+            yield topics.results, r.job_id.encode(), codec.write(r)
 
     progress.phase(f"sinks alone: pre-filling {object_events:,} results with content")
     produce_s = await prefill(kafka, obj_records(), object_events, progress)

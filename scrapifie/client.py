@@ -6,6 +6,7 @@ import asyncio
 import json
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -14,8 +15,10 @@ from aiokafka import AIOKafkaConsumer
 
 from schemas import Codec
 from schemas.kafka import KafkaConfig
+from schemas.records import FINAL_STATUSES, JobStatus, ScrapeResult
 
 BATCH = 500
+_BULKY = frozenset({"content", "screenshot"})
 
 
 class Progress:
@@ -85,28 +88,28 @@ def submit(gateway: str, api_key: str, path: Path, wait_s: float, out: TextIO = 
 
 def _wait(client: httpx.Client, accepted: list[tuple[str, str]], wait_s: float) -> int:
     pending = {job_id for job_id, _ in accepted}
-    counts = {"succeeded": 0, "failed": 0}
+    counts = dict.fromkeys(FINAL_STATUSES, 0)
     bar = Progress(len(accepted), "finished ")
     deadline = time.monotonic() + wait_s
     while pending and time.monotonic() < deadline:
         for job_id in list(pending):
             resp = client.get(f"/v1/jobs/{job_id}")
             if resp.status_code == 200 and resp.json()["status"] in counts:
-                counts[resp.json()["status"]] += 1
+                counts[JobStatus(resp.json()["status"])] += 1
                 pending.discard(job_id)
-            bar.update(
-                len(accepted) - len(pending), f"ok {counts['succeeded']} failed {counts['failed']}"
-            )
+            bar.update(len(accepted) - len(pending), _tally(counts))
         if pending:
             time.sleep(1)
-    bar.update(
-        len(accepted) - len(pending), f"ok {counts['succeeded']} failed {counts['failed']}", True
-    )
+    bar.update(len(accepted) - len(pending), _tally(counts), True)
     bar.close()
     if pending:
         print(f"{len(pending)} jobs still running after {wait_s:g}s", file=sys.stderr)
         return 3
-    return 0 if counts["failed"] == 0 else 1
+    return 0 if counts[JobStatus.FAILED] == 0 else 1
+
+
+def _tally(counts: dict[JobStatus, int]) -> str:
+    return f"ok {counts[JobStatus.SUCCEEDED]} failed {counts[JobStatus.FAILED]}"
 
 
 async def follow_results(
@@ -130,12 +133,15 @@ async def follow_results(
                 return
             for msgs in batches.values():
                 for msg in msgs:
-                    _name, r = codec.decode(msg.value or b"", expect="ScrapeResult")
-                    r.pop("content", None)
-                    r.pop("screenshot", None)
-                    out.write(json.dumps(r, default=str) + "\n")
+                    r = codec.read(msg.value or b"", ScrapeResult)
+                    out.write(json.dumps(_metadata(r), default=str) + "\n")
             out.flush()
     except asyncio.CancelledError:
         pass
     finally:
         await consumer.stop()
+
+
+def _metadata(result: ScrapeResult) -> dict[str, Any]:
+    """``result``'s fields in schema order, without the (large) content and screenshot."""
+    return {f.name: getattr(result, f.name) for f in fields(result) if f.name not in _BULKY}

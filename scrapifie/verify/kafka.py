@@ -11,6 +11,7 @@ from typing import Any
 
 from schemas import Codec, DecodeError, default_codec
 from schemas import headers as hdr
+from schemas.records import Metering, RouteFeedback, ScrapeResult
 from scrapifie.settings import Settings
 from scrapifie.verify.report import Progress
 from scrapifie.verify.state import KafkaState, Meter, TopicScan, VerifyError, Where
@@ -167,23 +168,22 @@ def _take(m: Any, scan: TopicScan, topo: Topology, codec: Codec, cutoff: datetim
         return
     try:
         if m.topic in topo.request_topics:
-            job = codec.decode_request(value)
-            scan.requests[(job["tenant"], job["job_id"])].append(where)
+            job = codec.read_request(value)
+            scan.requests[(job.tenant, job.job_id)].append(where)
         elif m.topic == topo.results_topic:
-            _, result = codec.decode(value, expect="ScrapeResult")
-            scan.results[(result["tenant"], result["job_id"])].append(where)
+            result = codec.read(value, ScrapeResult)
+            scan.results[(result.tenant, result.job_id)].append(where)
         elif m.topic == topo.routing_topic:
-            codec.decode(value, expect="RouteFeedback")
+            codec.read(value, RouteFeedback)
         elif m.topic == topo.metering_topic:
-            _, ev = codec.decode(value, expect="Metering")
-            meter = scan.metering.get(ev["event_id"])
+            ev = codec.read(value, Metering)
+            meter = scan.metering.get(ev.event_id)
             if meter is None:
-                created: datetime = ev["created_at"]
-                meter = Meter(ev["tenant"], ev["job_id"], int(ev["credits"]), ev["outcome"])
+                meter = Meter(ev.tenant, ev.job_id, int(ev.credits), ev.outcome)
                 meter.where.append(where)
                 # Keep only events of the window: attempts rows carry the same created_at.
-                if created >= cutoff:
-                    scan.metering[ev["event_id"]] = meter
+                if ev.created_at >= cutoff:
+                    scan.metering[ev.event_id] = meter
             else:
                 meter.where.append(where)
     except DecodeError as exc:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from schemas.records import FINAL_STATUSES, JobStatus
 from scrapifie.verify.state import Db, KafkaState
 from scrapifie.verify.topology import Topology
 
@@ -91,7 +92,7 @@ def figures(
     scan = kafka.scan
     statuses = Counter(r.status for r in db.jobs.values())
     by_check = {c.name: c for c in checks}
-    final = statuses["succeeded"] + statuses["failed"]
+    final = sum(statuses[s] for s in FINAL_STATUSES)
     meter_records = sum(len(m.where) for m in scan.metering.values())
     dlq_reasons = Counter(reason for reasons in scan.dlq.values() for reason in reasons)
     groups: dict[str, list[str]] = {topo.ledger_group: [*topo.ingest_topics]}
@@ -101,11 +102,11 @@ def figures(
         "jobs": {
             "total": len(db.jobs),
             "final": final,
-            "succeeded": statuses["succeeded"],
-            "failed": statuses["failed"],
+            "succeeded": statuses[JobStatus.SUCCEEDED],
+            "failed": statuses[JobStatus.FAILED],
             "unfinished": len(db.jobs) - final,
             "error_codes": dict(
-                Counter(r.error_code for r in db.jobs.values() if r.status == "failed")
+                Counter(r.error_code for r in db.jobs.values() if r.status == JobStatus.FAILED)
             ),
         },
         "requests": {

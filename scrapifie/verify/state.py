@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 __all__ = [
-    "FINAL",
     "Attempt",
     "Db",
     "Job",
@@ -20,8 +19,6 @@ __all__ = [
     "Where",
     "fmt",
 ]
-
-FINAL = ("succeeded", "failed")
 
 Job = tuple[str, str]  # (tenant, job_id)
 Where = tuple[str, int, int]  # (topic, partition, offset)

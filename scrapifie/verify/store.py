@@ -11,6 +11,7 @@ from pathlib import Path
 from connectors.config import StorageConfig
 from connectors.storage import StorageError
 from schemas import content_object_key, screenshot_object_key
+from schemas.records import JobStatus
 from scrapifie.settings import Settings
 from scrapifie.verify.report import Progress
 from scrapifie.verify.state import JobRow, VerifyError
@@ -55,7 +56,7 @@ def owned_keys(rows: Iterable[JobRow]) -> set[str]:
     return {
         key
         for r in rows
-        if r.status == "succeeded"
+        if r.status == JobStatus.SUCCEEDED
         for key in (r.content_key, r.screenshot_key)
         if key
     }

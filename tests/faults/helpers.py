@@ -13,7 +13,8 @@ from typing import Any, Protocol
 import httpx
 import psycopg
 
-from tests.faults.infra import FINAL, FaultStack
+from schemas.records import FINAL_STATUSES
+from tests.faults.infra import FaultStack
 
 
 class Gateway(Protocol):
@@ -96,7 +97,7 @@ async def final_count(dsn: str, job_ids: Sequence[str]) -> int:
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         cur = await conn.execute(
             "SELECT count(*) FROM jobs WHERE job_id = ANY(%s) AND status = ANY(%s)",
-            (list(job_ids), list(FINAL)),
+            (list(job_ids), list(FINAL_STATUSES)),
         )
         row = await cur.fetchone()
     return int(row[0]) if row else 0

@@ -27,7 +27,6 @@ from scrapifie.local.postgres import LocalPostgres
 from tests.integration.targets import page
 
 REPO = Path(__file__).resolve().parents[2]
-FINAL = ("succeeded", "failed")
 
 
 # -- a slow target site ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas import default_codec
+from schemas.records import FINAL_STATUSES, Metering, ScrapeResult
 from tests.faults.conftest import StackFactory
 from tests.faults.helpers import (
     assert_consistent,
@@ -144,8 +145,10 @@ async def _durable_but_uncommitted(stack: FaultStack) -> dict[str, int]:
                 for tp, msgs in (await consumer.getmany(*todo, timeout_ms=1000)).items():
                     for m in msgs:
                         if m.offset < todo.get(tp, -1):
-                            _, value = codec.decode(m.value)
-                            tails[sink].add(value["job_id" if sink == "results" else "event_id"])
+                            if sink == "results":
+                                tails[sink].add(codec.read(m.value, ScrapeResult).job_id)
+                            else:
+                                tails[sink].add(codec.read(m.value, Metering).event_id)
                         if m.offset >= todo.get(tp, 0) - 1:
                             todo.pop(tp, None)
     finally:
@@ -153,9 +156,8 @@ async def _durable_but_uncommitted(stack: FaultStack) -> dict[str, int]:
         await admin.close()
     async with await psycopg.AsyncConnection.connect(stack.dsn, autocommit=True) as conn:
         cur = await conn.execute(
-            "SELECT count(*) FROM jobs WHERE job_id = ANY(%s) AND status IN"
-            " ('succeeded', 'failed')",
-            (list(tails["results"]),),
+            "SELECT count(*) FROM jobs WHERE job_id = ANY(%s) AND status = ANY(%s)",
+            (list(tails["results"]), list(FINAL_STATUSES)),
         )
         results = (await cur.fetchone() or (0,))[0]
         cur = await conn.execute(

@@ -25,8 +25,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from schemas import default_codec
+from schemas import ErrorCode, Tier, default_codec
 from schemas import headers as hdr
+from schemas.records import AUTO, AttemptOutcome, JobStatus, Metering, ScrapeRequest, ScrapeResult
 from tests.faults.conftest import StackFactory
 from tests.faults.helpers import poll_final, rows_for_tenant, settled_verify, submit, summary
 from tests.faults.infra import FaultStack, SlowSite
@@ -49,44 +50,50 @@ class Poison:
     code: str = "invalid_url"  # the error code a decodable poison's job ends with
 
 
-def _request(tenant: str, url: str, job_id: str | None = None) -> dict[str, Any]:
+def _request(tenant: str, url: str) -> ScrapeRequest:
+    return ScrapeRequest(
+        job_id=str(uuid.uuid4()), tenant=tenant, url=url, tier=AUTO, created_at=datetime.now(UTC)
+    )
+
+
+def _json_request(tenant: str, url: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A request as a JSON producer writes it (no created_at: the reader fills it in)."""
     return {
-        "job_id": job_id or str(uuid.uuid4()),
+        "job_id": str(uuid.uuid4()),
         "tenant": tenant,
         "url": url,
-        "tier": "auto",
-        "options": {},
-        "created_at": datetime.now(UTC),
+        "tier": AUTO,
+        "options": options or {},
     }
 
 
-def _result(tenant: str) -> dict[str, Any]:
+def _result(tenant: str) -> ScrapeResult:
     now = datetime.now(UTC)
-    return {
-        "event_id": str(uuid.uuid4()),
-        "job_id": str(uuid.uuid4()),
-        "tenant": tenant,
-        "url": "http://127.0.0.1/x",
-        "tier": "http",
-        "attempts": 1,
-        "status": "failed",
-        "error_code": "internal",
-        "created_at": now,
-        "finished_at": now,
-    }
+    return ScrapeResult(
+        event_id=str(uuid.uuid4()),
+        job_id=str(uuid.uuid4()),
+        tenant=tenant,
+        url="http://127.0.0.1/x",
+        tier=Tier.HTTP,
+        attempts=1,
+        status=JobStatus.FAILED,
+        error_code=ErrorCode.INTERNAL,
+        created_at=now,
+        finished_at=now,
+    )
 
 
-def _metering(tenant: str) -> dict[str, Any]:
-    return {
-        "event_id": str(uuid.uuid4()),
-        "job_id": str(uuid.uuid4()),
-        "tenant": tenant,
-        "tier": "http",
-        "attempt": 1,
-        "outcome": "ok",
-        "credits": 1,
-        "created_at": datetime.now(UTC),
-    }
+def _metering(tenant: str) -> Metering:
+    return Metering(
+        event_id=str(uuid.uuid4()),
+        job_id=str(uuid.uuid4()),
+        tenant=tenant,
+        tier=Tier.HTTP,
+        attempt=1,
+        outcome=AttemptOutcome.OK,
+        credits=1,
+        created_at=datetime.now(UTC),
+    )
 
 
 def _undecodable(topic: str, good: bytes, key: bytes | None = None) -> list[Poison]:
@@ -190,7 +197,7 @@ async def test_poison_records_on_every_input_topic(
     stack = await make_stack()
     codec = default_codec()
     topics = stack.kafka.topics
-    good_request = codec.encode("ScrapeRequest", _request(stack.tenant, f"{slow_site.base}/x"))
+    good_request = codec.write(_request(stack.tenant, f"{slow_site.base}/x"))
     poisons: list[Poison] = []
     for topic in (topics.requests, topics.tier("http")):
         poisons += _undecodable(topic, good_request, SITE_KEY)
@@ -203,21 +210,21 @@ async def test_poison_records_on_every_input_topic(
                 Poison(
                     f"invalid url {url!r}",
                     topic,
-                    codec.encode("ScrapeRequest", job),
+                    codec.write(job),
                     None,
                     SITE_KEY,
-                    job_id=job["job_id"],
+                    job_id=job.job_id,
                 )
             )
-        job = _request(stack.tenant, "javascript:alert(1)")
+        doc = _json_request(stack.tenant, "javascript:alert(1)")
         poisons.append(
             Poison(
                 "invalid url as JSON",
                 topic,
-                json.dumps({k: v for k, v in job.items() if k != "created_at"}).encode(),
+                json.dumps(doc).encode(),
                 None,
                 SITE_KEY,
-                job_id=job["job_id"],
+                job_id=doc["job_id"],
             )
         )
         # A job id that is no UUID has no job to end (it names rows and objects): the DLQ.
@@ -231,21 +238,20 @@ async def test_poison_records_on_every_input_topic(
             ("framing header", {"headers": {"Transfer-Encoding": "chunked"}}),
             ("huge max_body_bytes", {"max_body_bytes": 2**62}),
         ):
-            job = {**_request(stack.tenant, f"{slow_site.base}/x"), "options": options}
-            job.pop("created_at")
+            doc = _json_request(stack.tenant, f"{slow_site.base}/x", options)
             poisons.append(
                 Poison(
                     name,
                     topic,
-                    json.dumps(job).encode(),
+                    json.dumps(doc).encode(),
                     None,
                     SITE_KEY,
-                    job_id=job["job_id"],
+                    job_id=doc["job_id"],
                     code="invalid_request",
                 )
             )
-    poisons += _undecodable(topics.results, codec.encode("ScrapeResult", _result(stack.tenant)))
-    poisons += _undecodable(topics.metering, codec.encode("Metering", _metering(stack.tenant)))
+    poisons += _undecodable(topics.results, codec.write(_result(stack.tenant)))
+    poisons += _undecodable(topics.metering, codec.write(_metering(stack.tenant)))
     await _produce(stack, poisons)
 
     n = 100
@@ -314,13 +320,13 @@ async def test_poison_on_the_other_inputs(
         Poison(
             "Metering on results",
             topics.results,
-            codec.encode("Metering", _metering(stack.tenant)),
+            codec.write(_metering(stack.tenant)),
             "wrong_type",
         ),
         Poison(
             "ScrapeResult on metering",
             topics.metering,
-            codec.encode("ScrapeResult", _result(stack.tenant)),
+            codec.write(_result(stack.tenant)),
             "wrong_type",
         ),
         Poison("bad magic on routing", topics.routing, b"\x00garbage", "bad_magic", SITE_KEY),

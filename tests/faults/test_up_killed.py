@@ -21,11 +21,12 @@ import httpx
 import psycopg
 import pytest
 
+from schemas.records import FINAL_STATUSES
 from scrapifie.local.ports import free_port
 from scrapifie.local.postgres import LocalPostgres
 from scrapifie.local.process import read_pid, runs_as, terminate
 from tests.faults.helpers import Submission, final_count, submit, wait_final
-from tests.faults.infra import FINAL, REPO, SlowSite, base_env
+from tests.faults.infra import REPO, SlowSite, base_env
 
 pytestmark = pytest.mark.faults
 
@@ -242,7 +243,7 @@ async def test_up_sigkilled_mid_batch_restarts_and_finishes_every_job(
             (sub.ids,),
         )
         statuses: dict[str, int] = dict(await cur.fetchall())
-    assert sum(statuses.values()) == JOBS and set(statuses) <= set(FINAL), statuses
+    assert sum(statuses.values()) == JOBS and set(statuses) <= FINAL_STATUSES, statuses
 
     report = await asyncio.to_thread(up.verify)
     broken = {c["name"]: c["examples"] for c in report["checks"] if c["status"] != "ok"}

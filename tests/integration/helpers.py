@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-FINAL = ("succeeded", "failed")
+from schemas.records import FINAL_STATUSES
 
 
 async def wait_final(
@@ -23,10 +23,14 @@ async def wait_final(
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute("SELECT * FROM jobs WHERE job_id = ANY(%s)", (job_ids,))
             rows = {r["job_id"]: r for r in await cur.fetchall()}
-            if len(rows) == len(job_ids) and all(r["status"] in FINAL for r in rows.values()):
+            if len(rows) == len(job_ids) and all(
+                r["status"] in FINAL_STATUSES for r in rows.values()
+            ):
                 return rows
             if time.monotonic() > deadline:
-                pending = [j for j in job_ids if rows.get(j, {}).get("status") not in FINAL]
+                pending = [
+                    j for j in job_ids if rows.get(j, {}).get("status") not in FINAL_STATUSES
+                ]
                 raise AssertionError(
                     f"{len(pending)} jobs not final after {timeout_s}s: {pending[:5]}"
                 )

@@ -15,6 +15,7 @@ import time
 from aiokafka import AIOKafkaConsumer
 
 from schemas import Codec, TopicSet
+from schemas.records import ScrapeResult
 
 
 async def main(bootstrap: str, prefix: str, expected: int, timeout_s: float) -> None:
@@ -35,13 +36,13 @@ async def main(bootstrap: str, prefix: str, expected: int, timeout_s: float) -> 
             batches = await consumer.getmany(timeout_ms=500)
             for msgs in batches.values():
                 for m in msgs:
-                    _name, r = codec.decode(m.value, expect="ScrapeResult")
+                    r = codec.read(m.value, ScrapeResult)
                     print(
                         json.dumps(
                             {
-                                "job_id": r["job_id"],
-                                "status": r["status"],
-                                "content_sha256": r["content_sha256"],
+                                "job_id": r.job_id,
+                                "status": r.status,
+                                "content_sha256": r.content_sha256,
                             }
                         ),
                         flush=True,

@@ -8,14 +8,16 @@ import json
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from schemas import Codec, content_object_key, site_key
+from schemas import content_object_key, default_codec, site_key
 from schemas import headers as hdr
+from schemas.records import ScrapeRequest
 from tests.integration.conftest import REPO, S3Endpoint, Stack
 from tests.integration.helpers import wait_final
 from tests.integration.targets import BIG_PAGE_BYTES, TargetSite, page
@@ -174,15 +176,13 @@ async def test_malformed_record_goes_to_dlq_and_next_is_processed(
     url = f"{target.base}/page/3"
     key = site_key(url).encode()  # same partition as the good job that follows
     job_id = str(uuid.uuid4())
-    good = Codec().encode(
-        "ScrapeRequest",
-        {
-            "job_id": job_id,
-            "tenant": stack.tenant,
-            "url": url,
-            "created_at": 0,
-            "options": {},
-        },
+    good = default_codec().write(
+        ScrapeRequest(
+            job_id=job_id,
+            tenant=stack.tenant,
+            url=url,
+            created_at=datetime.fromtimestamp(0, UTC),  # epoch 0: the worker takes it as now
+        )
     )
     bad = b"\x00\x01garbage that is not avro"
     async with AIOKafkaProducer(bootstrap_servers=stack.kafka.bootstrap) as producer:

@@ -18,7 +18,8 @@ import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from schemas import SPECS, Codec
+from schemas import SPECS, default_codec
+from schemas.records import Escalation, ScrapeResult
 from scrapifie.admin import add_tenant
 from scrapifie.local.kafka import LocalKafka
 from scrapifie.local.postgres import LocalPostgres
@@ -137,7 +138,7 @@ async def _submit(st: Stack, body: dict[str, Any], key: str | None = None) -> di
     return (await wait_final(st.dsn, [job_id], timeout_s=120))[job_id]
 
 
-async def _escalations(st: Stack, job_ids: set[str]) -> list[dict[str, Any]]:
+async def _escalations(st: Stack, job_ids: set[str]) -> list[Escalation]:
     consumer = AIOKafkaConsumer(
         st.kafka.topics.escalations,
         bootstrap_servers=st.kafka.bootstrap,
@@ -145,13 +146,13 @@ async def _escalations(st: Stack, job_ids: set[str]) -> list[dict[str, Any]]:
         group_id=None,
     )
     await consumer.start()
-    found: list[dict[str, Any]] = []
+    found: list[Escalation] = []
     try:
         for _ in range(10):
             for msgs in (await consumer.getmany(timeout_ms=500)).values():
                 for m in msgs:
-                    record = Codec().decode(m.value or b"", expect="Escalation")[1]
-                    if record["job_id"] in job_ids:
+                    record = default_codec().read(m.value or b"", Escalation)
+                    if record.job_id in job_ids:
                         found.append(record)
             if len(found) >= len(job_ids):
                 break
@@ -169,7 +170,7 @@ async def test_a_javascript_page_escalates_from_http_and_the_browser_renders_it(
         content = (await client.get(f"/v1/jobs/{row['job_id']}/content")).text
     assert "Rendered by JavaScript." in content
     (esc,) = await _escalations(tier_stack, {row["job_id"]})
-    assert (esc["from_tier"], esc["to_tier"], esc["marker"]) == (
+    assert (esc.from_tier, esc.to_tier, esc.marker) == (
         "http",
         "browser",
         "empty_js_shell",
@@ -182,8 +183,8 @@ async def test_a_403_for_clients_without_javascript_escalates_with_the_reason(
     row = await _submit(tier_stack, {"url": f"{js_site.base}/needs-js/1", "tier": "http"})
     assert (row["status"], row["tier"], row["http_status"]) == ("succeeded", "browser", 200), row
     (esc,) = await _escalations(tier_stack, {row["job_id"]})
-    assert (esc["http_status"], esc["marker"]) == (403, "http_403")
-    assert "403" in esc["reason"]
+    assert (esc.http_status, esc.marker) == (403, "http_403")
+    assert "403" in esc.reason
 
 
 async def test_after_a_few_jobs_auto_routes_a_js_only_site_straight_to_the_browser(
@@ -300,9 +301,9 @@ async def _result_records(st: Stack, job_ids: set[str]) -> dict[str, list[str]]:
         while [tp for tp in parts if await consumer.position(tp) < end[tp]]:
             for msgs in (await consumer.getmany(timeout_ms=500)).values():
                 for m in msgs:
-                    record = Codec().decode(m.value or b"", expect="ScrapeResult")[1]
-                    if record["job_id"] in found:
-                        found[record["job_id"]].append(record["status"])
+                    record = default_codec().read(m.value or b"", ScrapeResult)
+                    if record.job_id in found:
+                        found[record.job_id].append(record.status)
     finally:
         await consumer.stop()
     return found

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from schemas import content_object_key, screenshot_object_key
+from schemas.records import FINAL_STATUSES, JobStatus
 from scrapifie.verify.report import Check
-from scrapifie.verify.state import FINAL, Db, JobRow, KafkaState, TopicScan, Where, fmt
+from scrapifie.verify.state import Db, JobRow, KafkaState, TopicScan, Where, fmt
 from scrapifie.verify.topology import Topology
 
 __all__ = ["check_final", "check_rows_consistent", "check_rows_exist"]
@@ -40,7 +41,7 @@ def check_final(topo: Topology, kafka: KafkaState, db: Db) -> Check:
         if row.status == "absent":
             continue  # reported by submitted_jobs_have_rows
         check.checked += 1
-        if row.status in FINAL:
+        if row.status in FINAL_STATUSES:
             continue
         label = f"{job[0]}/{job[1]} ({row.status})"
         results = scan.results.get(job, [])
@@ -71,14 +72,14 @@ def check_final(topo: Topology, kafka: KafkaState, db: Db) -> Check:
 def check_rows_consistent(db: Db) -> Check:
     check = Check("rows_consistent", "final rows agree with themselves and their content key")
     for (tenant, job_id), r in db.jobs.items():
-        if r.status not in FINAL:
+        if r.status not in FINAL_STATUSES:
             continue
         check.checked += 1
         label = f"{tenant}/{job_id}"
         problems = []
         if r.finished_at is None or r.result_event_id is None:
             problems.append("no finished_at/result_event_id")
-        if r.status == "succeeded":
+        if r.status == JobStatus.SUCCEEDED:
             if r.content_key != content_object_key(tenant, job_id):
                 problems.append(f"content_key {r.content_key!r}")
             if not r.content_sha256:

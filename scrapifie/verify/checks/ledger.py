@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 
+from schemas.records import FINAL_STATUSES, JobStatus
 from scrapifie.verify.report import Check
-from scrapifie.verify.state import FINAL, Attempt, Db, Job, KafkaState, fmt
+from scrapifie.verify.state import Attempt, Db, Job, KafkaState, fmt
 from scrapifie.verify.topology import Topology
 
 __all__ = ["check_credits", "check_duplicate_attempts", "check_metering"]
@@ -60,7 +61,7 @@ def check_credits(prices: Mapping[str, int], db: Db, metering_lag: int) -> Check
                 f" {a.credits} credits, expected {expected}"
             )
     for job, r in db.jobs.items():
-        if r.status not in FINAL:
+        if r.status not in FINAL_STATUSES:
             continue
         check.checked += 1
         attempts = by_job.get(job, [])
@@ -72,7 +73,7 @@ def check_credits(prices: Mapping[str, int], db: Db, metering_lag: int) -> Check
                 check.fail(f"{label}: final without any attempt row")
             continue
         charged = sum(a.credits for a in attempts)
-        expected = prices.get(r.tier or "", 0) if r.status == "succeeded" else 0
+        expected = prices.get(r.tier or "", 0) if r.status == JobStatus.SUCCEEDED else 0
         if charged != expected:
             if metering_lag and charged < expected:
                 check.wait(f"{label}: charged {charged} of {expected} so far")

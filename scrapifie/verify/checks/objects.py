@@ -7,9 +7,10 @@ import hashlib
 from datetime import datetime
 
 from connectors.storage import StorageError, open_store
+from schemas.records import FINAL_STATUSES, JobStatus
 from scrapifie.settings import Settings
 from scrapifie.verify.report import Check
-from scrapifie.verify.state import FINAL, Db, Job, JobRow, VerifyError
+from scrapifie.verify.state import Db, Job, JobRow, VerifyError
 from scrapifie.verify.store import owned_keys, parse_object_key
 
 __all__ = ["INTEGRITY_SAMPLE", "check_extra_objects", "check_integrity", "check_missing_objects"]
@@ -20,7 +21,7 @@ INTEGRITY_SAMPLE = 20  # objects downloaded and hashed
 def check_missing_objects(db: Db, objects: dict[str, datetime]) -> Check:
     check = Check("missing_objects", "every succeeded row's content (and screenshot) object exists")
     for (tenant, job_id), r in db.jobs.items():
-        if r.status != "succeeded":
+        if r.status != JobStatus.SUCCEEDED:
             continue
         for key in (r.content_key, r.screenshot_key):
             if not key:
@@ -51,12 +52,12 @@ def check_extra_objects(
             check.fail(f"{key}: not an object key of ours")
             continue
         row = owners.get(parsed[1:])
-        if row is not None and row.status == "succeeded" and key in owned_keys([row]):
+        if row is not None and row.status == JobStatus.SUCCEEDED and key in owned_keys([row]):
             continue
         state = "no row" if row is None else f"row {row.status}"
         if modified >= started:
             check.wait(f"{key}: written during this check ({state})")
-        elif (row is None or row.status not in FINAL) and results_lag:
+        elif (row is None or row.status not in FINAL_STATUSES) and results_lag:
             check.wait(f"{key}: {state}, results sink lag {results_lag}")
         else:
             check.fail(f"{key}: {state}")
@@ -69,7 +70,11 @@ async def check_integrity(settings: Settings, db: Db) -> Check:
         f"up to {INTEGRITY_SAMPLE} content objects hash to their rows' content_sha256",
     )
     rows = sorted(
-        ((job, r) for job, r in db.jobs.items() if r.status == "succeeded" and r.content_key),
+        (
+            (job, r)
+            for job, r in db.jobs.items()
+            if r.status == JobStatus.SUCCEEDED and r.content_key
+        ),
         key=lambda item: hashlib.sha256("/".join(item[0]).encode()).hexdigest(),
     )[:INTEGRITY_SAMPLE]
     store = open_store(settings.storage, settings.data_dir)
