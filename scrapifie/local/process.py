@@ -9,8 +9,10 @@ each covering the other's gap:
 * ``parent_death_signal``: the kernel signals the server when the process that started it dies
   (Linux ``PR_SET_PDEATHSIG``). It cannot help when the server ignores or outlives the signal,
   and it is not armed everywhere (see its docstring).
-* ``terminate`` with ``runs_as``: the next start reads the pid its predecessor left in the data
-  dir, checks that this pid still names that server (not a recycled pid), and stops it.
+* a pid file and an identity check (``runs_as``): the next start reads the pid its predecessor
+  left in the data dir, checks that this pid still names that server (not a recycled pid), and
+  stops it (``scrapifie.local.server.LocalServer``; ``terminate`` does the same for a caller
+  holding only a pid).
 
 Process inspection reads Linux ``/proc``; elsewhere the helpers degrade as documented.
 """
