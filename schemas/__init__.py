@@ -1,9 +1,12 @@
-"""The pipeline's contract: topics, keys, Avro records and their codec.
+"""The pipeline's contract: topics, keys, typed records (Avro on the wire) and their codec.
 
 Imports nothing else of ours. A consumer of ``scrape.results`` needs only this package::
 
-    from schemas import Codec, TopicSet
-    name, result = Codec().decode(message.value)
+    from schemas import Codec
+    from schemas.records import ScrapeResult
+
+    result = Codec().read(message.value, ScrapeResult)   # or read_any(...) for any record
+    print(result.job_id, result.status, result.error_code)
 """
 
 from schemas.codec import Codec, default_codec
