@@ -148,19 +148,10 @@ def _browser_config(settings: Settings, tier: str) -> BrowserConfig | None:
 def _router(settings: Settings, _args: argparse.Namespace) -> int:
     from faust import Worker
 
-    from scrapifie.admin import ensure_topic
-    from streams.router import CHANGELOG_PARTITIONS, build_router, changelog_topic
+    from streams.router import build_router
 
     _metrics(settings, settings.router_metrics_port)
     app = build_router(settings.kafka, settings.worker, REGISTRY, str(settings.data_dir / "faust"))
-    asyncio.run(
-        ensure_topic(
-            settings.kafka,
-            changelog_topic(app),
-            CHANGELOG_PARTITIONS,
-            {"cleanup.policy": "compact"},
-        )
-    )
     worker = Worker(app, loglevel=settings.log_level.lower(), override_logging=False, quiet=True)
     worker.execute_from_commandline()
     return 0

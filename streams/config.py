@@ -82,6 +82,14 @@ class WorkerConfig(BaseModel):
         ),
     )
 
+    router_warmup_s: float = Field(
+        600.0,
+        ge=0,
+        description=(
+            "The router relearns this many seconds of scrape.routing when it starts (0: none);"
+            " sites seen only earlier start on the cheapest tier again."
+        ),
+    )
     max_in_flight: int = Field(64, gt=0, description="Fetches in flight per worker process.")
     group_prefix: str = Field("scrapifie", description="Consumer group (Faust app id) prefix.")
     instance_id: str | None = Field(

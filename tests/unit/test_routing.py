@@ -53,3 +53,31 @@ def test_max_tier_caps_the_choice() -> None:
     assert choose(state, "stealth", 1, P)[0] == "stealth"
     assert choose(state, "browser", 1, P)[0] == "browser"
     assert choose(state, "http", 1, P)[0] == "http"
+
+
+def test_feedback_is_learned_at_the_time_it_was_observed() -> None:
+    """Replayed feedback (the router's warm-up) decays from when the tier saw it, not from
+    when the router reads it."""
+    from datetime import UTC, datetime, timedelta
+
+    from schemas.records import RouteFeedback
+    from streams.router import learn
+
+    policy = RoutingPolicy()
+    now = datetime.now(UTC)
+    fresh: dict[str, Any] = {}
+    old: dict[str, Any] = {}
+    for _ in range(5):
+        learn(
+            fresh, RouteFeedback(site="a.test", tier="http", blocked=True, created_at=now), policy
+        )
+        learn(
+            old,
+            RouteFeedback(
+                site="a.test", tier="http", blocked=True, created_at=now - timedelta(days=2)
+            ),
+            policy,
+        )
+    t = now.timestamp()
+    assert choose(fresh["a.test"], "browser", t, policy)[0] == "browser"
+    assert choose(old["a.test"], "browser", t, policy)[0] == "http"  # forgotten by now
