@@ -87,7 +87,7 @@ class Codec:
         if type(record) is ScrapeRequest:
             opts = record.options
             values["options"] = {name: getattr(opts, name) for name in _OPTION_FIELDS}
-        return self.encode(type(record).__name__, values)
+        return self._encode(self._by_name[type(record).__name__], values)
 
     def read(self, data: bytes, expect: type[R]) -> R:
         """The record of type ``expect`` in ``data``; :class:`DecodeError` if it is not one."""
@@ -116,11 +116,14 @@ class Codec:
 
     def encode(self, name: str, record: Mapping[str, Any]) -> bytes:
         """Encode ``record`` as record type ``name`` (single-object encoding)."""
-        schema = self._by_name[name]
+        return self._encode(self._by_name[name], dict(record))
+
+    @staticmethod
+    def _encode(schema: _Schema, values: dict[str, Any]) -> bytes:
         buf = io.BytesIO()
         buf.write(MAGIC)
         buf.write(schema.fingerprint)
-        fastavro.schemaless_writer(buf, schema.parsed, dict(record))
+        fastavro.schemaless_writer(buf, schema.parsed, values)
         return buf.getvalue()
 
     def decode(self, data: bytes, expect: str | None = None) -> tuple[str, dict[str, Any]]:

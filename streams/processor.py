@@ -27,7 +27,7 @@ from schemas import Codec, DecodeError, ErrorCode, TopicSet, delay_bucket, site_
 from schemas import headers as hdr
 from schemas.kafka import EventProducer
 from schemas.options import DEFAULT_LIMITS, InvalidOptions, JobLimits, parse_options
-from schemas.records import FINAL_STATUSES, JobStatus, ScrapeRequest
+from schemas.records import FINAL_STATUSES, FetchOptions, JobStatus, ScrapeRequest
 from schemas.text import storable
 from schemas.topics import MAX_MESSAGE_BYTES, TIER_ORDER
 from schemas.urls import InvalidURL, validate_url
@@ -49,6 +49,7 @@ RECORD_OVERHEAD_BYTES = 64 * 1024
 _TOO_BIG_FOR_KAFKA = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError)
 
 Produced = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]
+_NO_OPTIONS = FetchOptions()
 
 
 class ResultTooLarge(Exception):
@@ -156,7 +157,8 @@ class TierProcessor:
         try:
             url = validate_url(job.url)
             # Producers may publish straight to Kafka: the options pass the gateway's checks here.
-            job.options = parse_options(job.options, self._limits)
+            if job.options != _NO_OPTIONS:  # most jobs ask for nothing: nothing to check
+                job.options = parse_options(job.options, self._limits)
         except InvalidURL as exc:
             outcome = Outcome(Kind.FATAL, ErrorCode.INVALID_URL, str(exc))
         except InvalidOptions as exc:
