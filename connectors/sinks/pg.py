@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from operator import attrgetter
 from typing import Any
 
 import psycopg
@@ -125,23 +126,31 @@ _ATTEMPT_COLUMNS = (
 )
 
 Params = list[list[list[Any]]]
+# UPSERT_RESULTS' columns as attributes of a StoredResult.
+_STORED_RESULT_COLUMNS = tuple(
+    c if c in ("content_key", "screenshot_key") else f"result.{c}" for c in _RESULT_COLUMNS
+)
 
 
-def _columns(
-    rows: Sequence[Any],
-    columns: Sequence[str],
-    get: Callable[[Any, str], Any] = getattr,
-) -> Params:
-    """One parameter set of column arrays (none for an empty batch): ``get(row, column)`` of
-    each row, records' fields by default. Strings are made storable (PostgreSQL text refuses
-    NUL, which producers and websites may send)."""
+def _columns(rows: Sequence[Any], columns: Sequence[str]) -> Params:
+    """One parameter set of column arrays (none for an empty batch): each row's attributes
+    named by ``columns`` (dotted paths allowed). Strings are made storable (PostgreSQL text
+    refuses NUL, which producers and websites may send); the check is inline because it runs
+    for every value of every row (a call per value cost the sink ~20% more CPU per event)."""
     if not rows:
         return []
-    return [[[_text(get(r, c)) for r in rows] for c in columns]]
-
-
-def _text(value: Any) -> Any:
-    return storable(value) if type(value) is str else value
+    values = zip(*map(attrgetter(*columns), rows), strict=True)
+    return [
+        [
+            [
+                v
+                if type(v) is not str or (v.isascii() and "\x00" not in v)
+                else storable(v)
+                for v in column
+            ]
+            for column in values
+        ]
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,17 +162,11 @@ class StoredResult:
     screenshot_key: str | None
 
 
-def _stored_field(row: StoredResult, column: str) -> Any:
-    if column in ("content_key", "screenshot_key"):
-        return getattr(row, column)
-    return getattr(row.result, column)
-
-
 def results_params(rows: Sequence[StoredResult]) -> Params:
     """UPSERT_RESULTS' parameters. One row per (tenant, job_id): a statement may not update
     the same row twice, and the caller keeps only the first final result of a job."""
     by_job = {(r.result.tenant, r.result.job_id): r for r in reversed(rows)}
-    return _columns([by_job[k] for k in sorted(by_job)], _RESULT_COLUMNS, _stored_field)
+    return _columns([by_job[k] for k in sorted(by_job)], _STORED_RESULT_COLUMNS)
 
 
 def queued_params(rows: Sequence[ScrapeRequest]) -> Params:
