@@ -177,6 +177,34 @@ async def test_a_javascript_page_escalates_from_http_and_the_browser_renders_it(
     )
 
 
+async def test_an_auto_job_shows_its_attempts_and_escalation_trail(
+    tier_stack: Stack, js_site: JsSite
+) -> None:
+    """The job's story through the API: attempt on http (blocked: an empty JS shell), the
+    escalation with its evidence, the browser attempt that succeeded, with their costs."""
+    row = await _submit(tier_stack, {"url": f"{js_site.base}/js-only/trail"})  # tier auto
+    async with tier_stack.client() as client:
+        job = (await client.get(f"/v1/jobs/{row['job_id']}")).json()
+    for _ in range(40):  # attempts come from the ledger sink, a moment after the result
+        if len(job["history"]) >= 3:
+            break
+        await asyncio.sleep(0.25)
+        async with tier_stack.client() as client:
+            job = (await client.get(f"/v1/jobs/{row['job_id']}")).json()
+    trail = [
+        (e["event"], e.get("tier") or f"{e['from_tier']}->{e['to_tier']}", e.get("outcome"))
+        for e in job["history"]
+    ]
+    assert trail == [
+        ("attempt", "http", "blocked"),
+        ("escalation", "http->browser", None),
+        ("attempt", "browser", "ok"),
+    ], job
+    assert job["history"][1]["marker"] == "empty_js_shell"
+    assert [e.get("credits") for e in job["history"]] == [0, None, 5] and job["credits"] == 5
+    assert job["requested_tier"] == "auto" and job["tier"] == "browser"
+
+
 async def test_a_403_for_clients_without_javascript_escalates_with_the_reason(
     tier_stack: Stack, js_site: JsSite
 ) -> None:
