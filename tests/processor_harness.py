@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from schemas import Codec, ErrorCode, TopicSet, default_codec
 from schemas.kafka import EventProducer
 from schemas.options import FORBIDDEN_HEADERS, OPTION_NAMES
+from schemas.records import FetchOptions, ScrapeRequest
 from streams.config import FetchConfig, WorkerConfig
 from streams.errors import BlockedError, FatalError, FetchError, TransientError
 from streams.fetchers.base import FetchRequest, FetchResponse
@@ -100,13 +101,13 @@ def processor(
     )
 
 
-def input_record(codec: Codec, topics: TopicSet, job: dict[str, Any]) -> InputRecord:
+def input_record(codec: Codec, topics: TopicSet, job: ScrapeRequest) -> InputRecord:
     return InputRecord(
         topic=topics.tier("http"),
         partition=0,
         offset=0,
         key=b"site",
-        value=codec.encode("ScrapeRequest", job),
+        value=codec.write(job),
         headers=[],
     )
 
@@ -127,10 +128,10 @@ _option_strings = st.one_of(
 )
 
 
-def options() -> st.SearchStrategy[dict[str, Any]]:
-    """FetchOptions records: half valid, half with any values the Avro types allow."""
+def options() -> st.SearchStrategy[FetchOptions]:
+    """FetchOptions: half valid, half with any values the Avro types allow."""
     assert set(_OPTIONS) == set(_VALID_OPTIONS) == set(OPTION_NAMES)  # every option generated
-    return st.one_of(st.fixed_dictionaries(_VALID_OPTIONS), st.fixed_dictionaries(_OPTIONS))
+    return st.one_of(st.builds(FetchOptions, **_VALID_OPTIONS), st.builds(FetchOptions, **_OPTIONS))
 
 
 _token = st.text(
@@ -178,27 +179,24 @@ _OPTIONS: dict[str, st.SearchStrategy[Any]] = {
 }
 
 
-def jobs(tenant: str) -> st.SearchStrategy[dict[str, Any]]:
-    return st.fixed_dictionaries(
-        {
-            "job_id": st.uuids().map(str),
-            "tenant": st.just(tenant),
-            "url": st.one_of(
-                st.just("http://example.com/page"),
-                st.just("https://example.com/a?b=c"),
-                st.builds(lambda p: f"http://example.com/{p}", _any_text),
-                _any_text,
-            ),
-            "tier": st.just("http"),
-            "max_tier": st.sampled_from(["http", "browser", "stealth", "bogus"]),
-            "attempt": st.integers(1, 5),
-            "tier_attempt": st.integers(1, 3),
-            "options": options(),
-            "created_at": st.just(datetime.now(UTC)),
-            "trace_id": st.one_of(st.just(""), _any_text),
-            "router_reason": st.none(),
-            "not_before": st.none(),
-        }
+def jobs(tenant: str) -> st.SearchStrategy[ScrapeRequest]:
+    return st.builds(
+        ScrapeRequest,
+        job_id=st.uuids().map(str),
+        tenant=st.just(tenant),
+        url=st.one_of(
+            st.just("http://example.com/page"),
+            st.just("https://example.com/a?b=c"),
+            st.builds(lambda p: f"http://example.com/{p}", _any_text),
+            _any_text,
+        ),
+        tier=st.just("http"),
+        max_tier=st.sampled_from(["http", "browser", "stealth", "bogus"]),
+        attempt=st.integers(1, 5),
+        tier_attempt=st.integers(1, 3),
+        options=options(),
+        created_at=st.just(datetime.now(UTC)),
+        trace_id=st.one_of(st.just(""), _any_text),
     )
 
 

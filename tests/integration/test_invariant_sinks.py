@@ -92,7 +92,7 @@ def test_every_attempt_is_written_by_the_sinks(
     env: Env, job: st.DataObject, answer: FetchResponse | FetchError
 ) -> None:
     record = job.draw(jobs(env.tenant))
-    record["job_id"] = str(uuid.uuid4())  # generated ids repeat across examples; rows must not
+    record.job_id = str(uuid.uuid4())  # generated ids repeat across examples; rows must not
     fetcher = (
         Scripted(error=answer) if isinstance(answer, FetchError) else Scripted(response=answer)
     )
@@ -110,11 +110,11 @@ def test_every_attempt_is_written_by_the_sinks(
     with psycopg.connect(env.dsn) as conn:
         row = conn.execute(
             "SELECT status, error_code, content_key FROM jobs WHERE tenant_id = %s AND job_id = %s",
-            (env.tenant, record["job_id"]),
+            (env.tenant, record.job_id),
         ).fetchone()
         attempts = conn.execute(
             "SELECT count(*) FROM attempts WHERE tenant_id = %s AND job_id = %s",
-            (env.tenant, record["job_id"]),
+            (env.tenant, record.job_id),
         ).fetchone()
     assert row is not None, "the job has no row"
     assert attempts == (1,)

@@ -5,6 +5,7 @@ handler never raises (an exception would stop the partition)."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import random
@@ -16,6 +17,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from schemas import ErrorCode, TopicSet, default_codec
+from schemas.records import ScrapeRequest, ScrapeResult
 from streams.errors import FetchError, TransientError
 from streams.fetchers.base import FetchResponse
 from streams.politeness import SiteLimit, SiteLimiter
@@ -49,40 +51,41 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
-def check_attempt(sent: list[Any], job: dict[str, Any], broker_limit: int) -> dict[str, Any]:
+def check_attempt(sent: list[Any], job: ScrapeRequest, broker_limit: int) -> ScrapeResult | None:
     """Assert the invariant over one attempt's records; return the final result, if any."""
     codec = default_codec()
-    by_topic: dict[str, list[dict[str, Any]]] = {}
+    by_topic: dict[str, list[Any]] = {}
     for topic, _key, value, _headers in sent:
         assert topic != TOPICS.dlq, "a decodable job must end, not go to the DLQ"
         assert len(value) <= broker_limit
         if topic in (TOPICS.tier("browser"), TOPICS.tier("stealth"), *_delays()):
-            record = codec.decode_request(value)
+            record: Any = codec.read_request(value)
         else:
-            record = codec.decode(value)[1]
-        for text in _strings(record):
+            record = codec.read_any(value)
+        for text in _strings(dataclasses.asdict(record)):
             assert "\x00" not in text
             text.encode("utf-8")  # no lone surrogate
         by_topic.setdefault(topic, []).append(record)
     metering = by_topic.pop(TOPICS.metering)
-    assert len(metering) == 1 and metering[0]["job_id"] == job["job_id"]
+    assert len(metering) == 1 and metering[0].job_id == job.job_id
     by_topic.pop(TOPICS.routing, None)
     results = by_topic.pop(TOPICS.results, [])
     escalations = by_topic.pop(TOPICS.escalations, [])
     handed_on = [r for records in by_topic.values() for r in records]
     assert len(results) + len(handed_on) == 1, (results, handed_on)
-    assert len(escalations) == (1 if handed_on and handed_on[0]["tier"] != "http" else 0)
+    assert len(escalations) == (1 if handed_on and handed_on[0].tier != "http" else 0)
     if not results:
-        return {}
-    result = results[0]
-    assert result["job_id"] == job["job_id"] and result["status"] in ("succeeded", "failed")
-    if result["status"] == "failed":
-        assert result["error_code"] in CODES and result["content"] is None
-        assert metering[0]["credits"] == 0
+        return None
+    result: ScrapeResult = results[0]
+    assert result.job_id == job.job_id and result.status in ("succeeded", "failed")
+    if result.status == "failed":
+        assert result.error_code in CODES and result.content is None
+        assert metering[0].credits == 0
     else:
-        body = gzip.decompress(result["content"])
-        assert hashlib.sha256(body).hexdigest() == result["content_sha256"]
-        assert len(body) == result["content_bytes"]
+        assert result.content is not None
+        body = gzip.decompress(result.content)
+        assert hashlib.sha256(body).hexdigest() == result.content_sha256
+        assert len(body) == result.content_bytes
     return result
 
 
@@ -101,7 +104,7 @@ def _delays() -> list[str]:
     broker_limit=st.sampled_from([LIMIT, LIMIT // 2]),
 )
 async def test_every_attempt_ends_in_exactly_one_way(
-    job: dict[str, Any], answer: FetchResponse | FetchError, broker_limit: int
+    job: ScrapeRequest, answer: FetchResponse | FetchError, broker_limit: int
 ) -> None:
     fetcher = (
         Scripted(error=answer) if isinstance(answer, FetchError) else Scripted(response=answer)
@@ -110,9 +113,10 @@ async def test_every_attempt_ends_in_exactly_one_way(
     proc = processor(fetcher, producer, TOPICS, LIMIT)
     await proc.handle(input_record(default_codec(), TOPICS, job))
     result = check_attempt(producer.sent, job, broker_limit)
-    event(f"fetched={bool(fetcher.requests)} {result.get('status')} {result.get('error_code')}")
-    if result.get("error_code") == ErrorCode.INVALID_REQUEST and not fetcher.requests:
-        assert result["error_message"]  # says what to fix
+    status, code = (result.status, result.error_code) if result else (None, None)
+    event(f"fetched={bool(fetcher.requests)} {status} {code}")
+    if result is not None and code == ErrorCode.INVALID_REQUEST and not fetcher.requests:
+        assert result.error_message  # says what to fix
 
 
 async def test_a_result_larger_than_kafka_takes_fails_too_large() -> None:
@@ -131,8 +135,8 @@ async def test_a_result_larger_than_kafka_takes_fails_too_large() -> None:
     proc = processor(Scripted(response=response), producer, TOPICS, LIMIT)
     await proc.handle(input_record(default_codec(), TOPICS, job))
     result = check_attempt(producer.sent, job, LIMIT)
-    assert result["status"] == "failed" and result["error_code"] == "too_large"
-    assert "max_body_bytes" in result["error_message"]
+    assert result is not None and (result.status, result.error_code) == ("failed", "too_large")
+    assert "max_body_bytes" in (result.error_message or "")
 
 
 async def test_a_legacy_header_byte_is_kept_as_latin_1() -> None:
@@ -151,8 +155,8 @@ async def test_a_legacy_header_byte_is_kept_as_latin_1() -> None:
         input_record(default_codec(), TOPICS, job)
     )
     result = check_attempt(producer.sent, job, LIMIT)
-    assert result["status"] == "succeeded"
-    assert result["response_headers"] == {"x-legacy": "café", "x-nul": "ab"}
+    assert result is not None and result.status == "succeeded"
+    assert result.response_headers == {"x-legacy": "café", "x-nul": "ab"}
 
 
 @pytest.mark.parametrize(
@@ -172,42 +176,22 @@ async def test_options_a_producer_sent_straight_to_kafka_fail_the_job(
     options: dict[str, Any], message: str
 ) -> None:
     job = _plain_job()
-    job["options"].update(options)
+    job.options = dataclasses.replace(job.options, **options)
     producer = KafkaLike(LIMIT)
     fetcher = Scripted(error=AssertionError("never fetched"))  # type: ignore[arg-type]
     await processor(fetcher, producer, TOPICS, LIMIT).handle(
         input_record(default_codec(), TOPICS, job)
     )
     result = check_attempt(producer.sent, job, LIMIT)
-    assert result["error_code"] == "invalid_request" and message in result["error_message"]
+    assert result is not None and result.error_code == "invalid_request"
+    assert message in (result.error_message or "")
     assert not fetcher.requests
 
 
-def _plain_job() -> dict[str, Any]:
-    return {
-        "job_id": new_job_id(),
-        "tenant": "acme",
-        "url": "http://example.com/",
-        "tier": "http",
-        "max_tier": "stealth",
-        "attempt": 1,
-        "tier_attempt": 1,
-        "options": {
-            "timeout_s": None,
-            "max_body_bytes": None,
-            "headers": {},
-            "wait_until": None,
-            "wait_for": None,
-            "screenshot": None,
-            "block_resources": [],
-            "session_id": None,
-            "egress_pool": None,
-        },
-        "created_at": datetime.now(UTC),
-        "trace_id": "",
-        "router_reason": None,
-        "not_before": None,
-    }
+def _plain_job() -> ScrapeRequest:
+    return ScrapeRequest(
+        job_id=new_job_id(), tenant="acme", url="http://example.com/", created_at=datetime.now(UTC)
+    )
 
 
 @pytest.mark.parametrize(("timeout_s", "slows_the_site"), [(0.05, False), (None, True)])
@@ -218,7 +202,7 @@ async def test_a_deadline_the_job_chose_does_not_slow_the_site_for_others(
     before = limiter.delay_s("example.com")
     for _ in range(3):
         job = _plain_job()
-        job["options"]["timeout_s"] = timeout_s
+        job.options.timeout_s = timeout_s
         producer = KafkaLike(LIMIT)
         fetcher = Scripted(error=TransientError(ErrorCode.TIMEOUT, "no answer in time"))
         await processor(fetcher, producer, TOPICS, LIMIT, limiter).handle(
