@@ -184,6 +184,8 @@ _ERRORS = {
     "500": _resp("A defect (code internal); the message names the logged trace id.", "Error"),
     "503": _resp("A backend is unavailable; retry after Retry-After seconds.", "Error"),
 }
+# What a read can answer besides its own statuses (no body to be invalid or too large).
+_READ_ERRORS = {k: v for k, v in _ERRORS.items() if k not in ("400", "413")}
 _JOB_ID = {
     "name": "job_id",
     "in": "path",
@@ -329,7 +331,7 @@ def build_openapi(
                 "get": {
                     "summary": "A job: status, result metadata, attempts and escalations",
                     "parameters": [_JOB_ID],
-                    "responses": {**job, **_ERRORS},
+                    "responses": {**job, **_READ_ERRORS},
                 }
             },
             "/v1/jobs/{job_id}/content": {
@@ -348,7 +350,7 @@ def build_openapi(
                             },
                         },
                         "404": _resp("Unknown job, or no content (not succeeded).", "Error"),
-                        **_ERRORS,
+                        **_READ_ERRORS,
                     },
                 }
             },
@@ -363,14 +365,14 @@ def build_openapi(
                             "content": {"image/png": {}},
                         },
                         "404": _resp("Unknown job, or no screenshot.", "Error"),
-                        **_ERRORS,
+                        **_READ_ERRORS,
                     },
                 }
             },
             "/v1/usage": {
                 "get": {
                     "summary": "Credits and attempts of the caller's tenant",
-                    "responses": {"200": _resp("Usage."), **_ERRORS},
+                    "responses": {"200": _resp("Usage."), **_READ_ERRORS},
                 }
             },
             "/healthz": {
