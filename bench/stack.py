@@ -6,10 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
 import subprocess
-import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +18,7 @@ from scrapifie.admin import add_tenant, ensure_topics
 from scrapifie.local.kafka import LocalKafka
 from scrapifie.local.ports import free_port
 from scrapifie.local.postgres import LocalPostgres
+from scrapifie.testing import procstack
 from streams.config import FetchConfig, WorkerConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,10 +60,7 @@ class Proc:
         return self.popen.poll() is None
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return procstack.tail(self.log, lines)
 
 
 @dataclass
@@ -137,7 +132,7 @@ class BenchStack:
         """The processes' environment: ours replaces every inherited SCRAPIFIE_ variable."""
         data = self.workdir / "data"
         return {
-            **{k: v for k, v in os.environ.items() if not k.startswith("SCRAPIFIE_")},
+            **procstack.base_env(),
             "SCRAPIFIE_DATA_DIR": str(data),
             "SCRAPIFIE_KAFKA__BOOTSTRAP": self.bootstrap,
             "SCRAPIFIE_KAFKA__TOPIC_PREFIX": prefix,
@@ -155,10 +150,7 @@ class BenchStack:
     ) -> Proc:
         """Start ``python [wrapper...] -m scrapifie <args>`` with ``env``; output to a log file."""
         path = self.logs / f"{name}.log"
-        log = open(path, "ab")  # noqa: SIM115 - owned by the process
-        cmd = [sys.executable, *(wrapper or []), "-m", "scrapifie", *args]
-        popen = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, cwd=REPO)
-        log.close()
+        popen = procstack.spawn(args, env=env, log=path, cwd=REPO, wrapper=wrapper or ())
         proc = Proc(name, popen, path)
         self.procs.append(proc)
         return proc
@@ -167,12 +159,7 @@ class BenchStack:
         """SIGTERM (then SIGKILL), after recording the process's peak RSS."""
         if proc.alive():
             proc.peak_rss_bytes = peak_rss_bytes(proc.pid)
-            proc.popen.send_signal(signal.SIGTERM)
-            try:
-                proc.popen.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.popen.kill()
-                proc.popen.wait()
+        procstack.stop(proc.popen, timeout_s=timeout_s)
         with contextlib.suppress(ValueError):
             self.procs.remove(proc)
         return proc

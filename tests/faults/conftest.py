@@ -24,7 +24,8 @@ from scrapifie.admin import add_tenant, ensure_topics
 from scrapifie.local.kafka import LocalKafka
 from scrapifie.local.ports import free_port
 from scrapifie.local.postgres import LocalPostgres
-from tests.faults.infra import FaultStack, S3Proxy, SlowSite, base_env
+from scrapifie.testing.procstack import base_env
+from tests.faults.infra import REPO, FaultStack, S3Proxy, SlowSite
 from tests.services import started_kafka, started_postgres
 
 INITIAL_CREDITS = 1_000_000
@@ -138,6 +139,7 @@ def make_stack(
             initial_credits=INITIAL_CREDITS,
             env=env,
             logs=logs,
+            cwd=REPO,
         )
         stacks.append(st)
         # Static membership (as a deployment should run): a restarted process takes its
@@ -153,8 +155,7 @@ def make_stack(
         yield factory
     finally:
         for st in stacks:
-            for name in list(st.procs):
-                st.stop(name, timeout_s=10)
+            st.stop_all(timeout_s=10)
             print(st.log_tail())  # shown for failing tests only
 
 

@@ -7,14 +7,12 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +22,11 @@ import httpx
 from schemas.kafka import KafkaConfig
 from scrapifie.local.kafka import LocalKafka
 from scrapifie.local.postgres import LocalPostgres
+from scrapifie.testing.procstack import (
+    ProcStack,
+    base_env,  # noqa: F401 - the fault tests import it here
+    metric_sum,
+)
 from tests.integration.targets import page
 
 REPO = Path(__file__).resolve().parents[2]
@@ -251,10 +254,13 @@ class S3Proxy:
 
 
 # -- the stack under test ----------------------------------------------------------------------
-@dataclass
-class FaultStack:
+@dataclass(kw_only=True)
+class FaultStack(ProcStack):
     """Worker, sinks and gateway as subprocesses (started as a user starts them) over a
-    private topic prefix, database and bucket on the fault suite's own backends."""
+    private topic prefix, database and bucket on the fault suite's own backends.
+
+    ``ProcStack`` starts, stops, kills and restarts them (``start(name)`` again: the same
+    arguments and variables); this adds the backends and what the tests read."""
 
     kafka: KafkaConfig
     broker: LocalKafka
@@ -266,69 +272,20 @@ class FaultStack:
     api_key: str
     tenant: str
     initial_credits: int
-    env: dict[str, str]
-    logs: Path
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    commands: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    restarts: dict[str, int] = field(default_factory=dict)
-    proc_env: dict[str, dict[str, str]] = field(default_factory=dict)
 
-    def start(
-        self, name: str, *args: str, env: dict[str, str] | None = None
-    ) -> subprocess.Popen[bytes]:
-        """Start (or restart, with the same arguments and variables) process ``name``."""
-        args = args or self.commands[name]
-        self.commands[name] = args
-        if env is not None:
-            self.proc_env[name] = env
-        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the process
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "scrapifie", *args],
-            env={**self.env, **self.proc_env.get(name, {})},
-            stdout=log,
-            stderr=log,
-            cwd=REPO,
-        )
-        log.close()
-        if name in self.procs:
-            self.restarts[name] = self.restarts.get(name, 0) + 1
-        self.procs[name] = proc
-        return proc
-
-    def stop(self, name: str, sig: int = signal.SIGTERM, timeout_s: float = 30) -> None:
-        proc = self.procs[name]
-        if proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-    def kill(self, name: str) -> None:
-        """SIGKILL one process (no clean shutdown) and reap it."""
-        self.stop(name, signal.SIGKILL)
-
-    def alive(self) -> dict[str, bool]:
-        return {name: proc.poll() is None for name, proc in self.procs.items()}
-
-    def pids(self) -> dict[str, int]:
-        return {name: proc.pid for name, proc in self.procs.items()}
+    # ``log_tail``: workers first, without the reconnect lines an outage floods the logs with
+    # (a CI excerpt once held nothing but those).
+    tail_first = ("worker", "sink", "router")
+    tail_noise = (
+        "Unable connect to node",
+        "Unable to update metadata",
+        "Failed fetch messages from",
+        "Group Coordinator Request failed",
+    )
 
     def metric(self, port_env: str, name: str) -> float | None:
         """Sum of a Prometheus metric's samples on a process's /metrics endpoint."""
-        try:
-            text = httpx.get(
-                f"http://127.0.0.1:{self.env[port_env]}/metrics", timeout=2, trust_env=False
-            ).text
-        except httpx.HTTPError:
-            return None
-        values = [
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith(name + "{") or line.startswith(name + " ")
-        ]
-        return sum(values) if values else None
+        return metric_sum(self.env[port_env], name)
 
     def client(self, api_key: str | None = None, timeout_s: float = 30) -> httpx.AsyncClient:
         return httpx.AsyncClient(
@@ -339,19 +296,7 @@ class FaultStack:
         )
 
     def wait_ready(self, timeout_s: float = 90) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for name, proc in self.procs.items():
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {proc.returncode}\n{self.log_tail()}")
-            try:
-                resp = httpx.get(f"{self.gateway}/readyz", timeout=2, trust_env=False)
-                if resp.status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"gateway not ready in {timeout_s}s\n{self.log_tail()}")
+        self.wait_for(f"{self.gateway}/readyz", timeout_s)
 
     def verify(self, since: str = "2 hours", timeout_s: float = 120) -> tuple[int, dict[str, Any]]:
         """Run ``scrapifie verify --json`` exactly as an operator would; (exit code, report)."""
@@ -371,30 +316,3 @@ class FaultStack:
             )
         report: dict[str, Any] = json.loads(proc.stdout)
         return proc.returncode, report
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The last lines of each process's log, workers first, without the reconnect lines
-        an outage floods them with (a CI excerpt once held nothing but those)."""
-        out = []
-        order = {"worker": 0, "sink": 1, "router": 2}
-        for f in sorted(self.logs.glob("*.log"), key=lambda f: (order.get(f.stem, 9), f.name)):
-            text = [
-                line
-                for line in f.read_text(errors="replace").splitlines()
-                if not any(noise in line for noise in _RECONNECT_NOISE)
-            ]
-            out.append(f"==== {f.name}\n" + "\n".join(text[-lines:]))
-        return "\n".join(out)
-
-
-_RECONNECT_NOISE = (
-    "Unable connect to node",
-    "Unable to update metadata",
-    "Failed fetch messages from",
-    "Group Coordinator Request failed",
-)
-
-
-def base_env() -> dict[str, str]:
-    """The test runner's environment without any SCRAPIFIE_ setting of its own."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("SCRAPIFIE_")}

@@ -7,15 +7,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -27,6 +22,7 @@ from scrapifie.admin import add_tenant, ensure_topics
 from scrapifie.local.kafka import LocalKafka
 from scrapifie.local.ports import free_port
 from scrapifie.local.postgres import LocalPostgres
+from scrapifie.testing.procstack import ProcStack, base_env
 from tests.integration.targets import TargetSite
 from tests.services import started_kafka, started_postgres
 
@@ -81,47 +77,20 @@ def target() -> Iterator[TargetSite]:
         yield site
 
 
-@dataclass
-class Stack:
+@dataclass(kw_only=True)
+class Stack(ProcStack):
+    """The pipeline's processes (``ProcStack``: ``start``, ``stop``, ``procs``, ``env``,
+    ``log_tail``...) with what a test needs to talk to them."""
+
     kafka: KafkaConfig
     dsn: str
     gateway: str
     api_key: str
     s3: S3Endpoint
-    env: dict[str, str]
-    logs: Path
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     tenant: str = ""
 
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the process
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "scrapifie", *args],
-            env=self.env,
-            stdout=log,
-            stderr=log,
-            cwd=REPO,
-        )
-        log.close()
-        self.procs[name] = proc
-        return proc
-
-    def stop(self, name: str, sig: int = signal.SIGTERM, timeout_s: float = 30) -> None:
-        proc = self.procs.pop(name)
-        if proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
     def log_tail(self, lines: int = 60) -> str:
-        out = []
-        for f in sorted(self.logs.glob("*.log")):
-            text = f.read_text(errors="replace").splitlines()[-lines:]
-            out.append(f"==== {f.name}\n" + "\n".join(text))
-        return "\n".join(out)
+        return super().log_tail(lines)
 
     def client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
@@ -150,7 +119,7 @@ def running_stack(
     (tmp / "logs").mkdir()
     gw_port = free_port()
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("SCRAPIFIE_")},
+        **base_env(),
         "SCRAPIFIE_DATA_DIR": str(tmp / "data"),
         "SCRAPIFIE_LOG_FORMAT": "text",
         "SCRAPIFIE_KAFKA__BOOTSTRAP": kafka.bootstrap,
@@ -179,26 +148,32 @@ def running_stack(
     # A thread of its own: callers may be async tests with a running loop.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         api_key = pool.submit(asyncio.run, prepare()).result()
-    st = Stack(cfg, postgres.dsn, f"http://127.0.0.1:{gw_port}", api_key, s3, env, tmp / "logs")
-    st.tenant = f"acme-{prefix.rstrip('.')}"
+    st = Stack(
+        env=env,
+        logs=tmp / "logs",
+        cwd=REPO,
+        kafka=cfg,
+        dsn=postgres.dsn,
+        gateway=f"http://127.0.0.1:{gw_port}",
+        api_key=api_key,
+        s3=s3,
+        tenant=f"acme-{prefix.rstrip('.')}",
+    )
     for tier in tiers:
         name = "worker" if tier == "http" else f"worker-{tier}"
         port = env["SCRAPIFIE_WORKER_METRICS_PORT"] if tier == "http" else str(free_port())
-        st.env = {**env, "SCRAPIFIE_WORKER_METRICS_PORT": port}
-        st.start(name, "worker", "--tier", tier)
-    st.env = env
+        st.start(name, "worker", "--tier", tier, env={"SCRAPIFIE_WORKER_METRICS_PORT": port})
     st.start("router", "router")
     st.start("sink", "sink")
     st.start("gateway", "gateway")
     try:
-        _wait_ready(st)
+        st.wait_for(f"{st.gateway}/readyz", timeout_s=60)
         yield st
     except BaseException:
         print(st.log_tail())
         raise
     finally:
-        for name in list(st.procs):
-            st.stop(name)
+        st.stop_all()
 
 
 @pytest.fixture(scope="session")
@@ -225,18 +200,3 @@ def stack(
         },
     ) as st:
         yield st
-
-
-def _wait_ready(st: Stack, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for name, proc in st.procs.items():
-            if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {proc.returncode}\n{st.log_tail()}")
-        try:
-            if httpx.get(f"{st.gateway}/readyz", timeout=2, trust_env=False).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"gateway not ready in {timeout_s}s\n{st.log_tail()}")

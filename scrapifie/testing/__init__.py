@@ -1,0 +1,1 @@
+"""Helpers the test suites and the bench share; the services never import them."""
