@@ -34,7 +34,6 @@ __all__ = ["JobListener", "Waiters", "wait_final"]
 log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
-FINAL = frozenset(s.value for s in FINAL_STATUSES)
 
 
 class Waiters:
@@ -88,7 +87,7 @@ async def wait_final(
     while True:
         with waiters.watch(job_id) as woken:
             row = await read()
-            if row is not None and row["status"] in FINAL:
+            if row is not None and row["status"] in FINAL_STATUSES:
                 return row
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -98,7 +97,7 @@ async def wait_final(
             except TimeoutError:
                 break
     row = await read()
-    return row if row is not None and row["status"] in FINAL else None
+    return row if row is not None and row["status"] in FINAL_STATUSES else None
 
 
 class JobListener:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import struct
 import uuid
 from collections.abc import Mapping
@@ -33,6 +32,7 @@ from schemas.records import (
     Record,
     ScrapeRequest,
 )
+from schemas.text import UNPRINTABLE
 from schemas.topics import TopicSpec
 
 R = TypeVar("R", bound=Record)
@@ -41,7 +41,6 @@ MAGIC: Final = b"\xc3\x01"
 HEADER_LEN: Final = 10
 
 MAX_TENANT: Final = 200
-_UNPRINTABLE: Final = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 
 RECORD_NAMES: Final = tuple(t.__name__ for t in RECORD_TYPES)
 BY_NAME: Final[dict[str, type[Record]]] = {t.__name__: t for t in RECORD_TYPES}
@@ -203,7 +202,7 @@ def _check_ids(record: dict[str, Any]) -> dict[str, Any]:
     except ValueError as exc:
         raise DecodeError("invalid_job_id", f"job_id must be a UUID: {exc}") from exc
     tenant = record["tenant"]
-    if not 0 < len(tenant) <= MAX_TENANT or _UNPRINTABLE.search(tenant):
+    if not 0 < len(tenant) <= MAX_TENANT or UNPRINTABLE.search(tenant):
         raise DecodeError(
             "invalid_tenant", f"tenant must be 1-{MAX_TENANT} characters without control characters"
         )

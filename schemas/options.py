@@ -20,6 +20,7 @@ from typing import Any, Final, get_args
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.records import FetchOptions, ResourceType, ScreenshotMode, WaitUntil
+from schemas.text import UNPRINTABLE
 
 __all__ = [
     "FORBIDDEN_HEADERS",
@@ -79,7 +80,6 @@ MAX_SHORT_STRING: Final = 200
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # C0 controls (HTAB allowed in header values only), DEL, and lone surrogates (not encodable).
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
-_CONTROL_OR_TAB = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 
 
 class InvalidOptions(ValueError):
@@ -109,7 +109,7 @@ def check_text(value: str, what: str, max_len: int = MAX_SHORT_STRING) -> str:
     """``value`` if it is 1..``max_len`` characters with no control characters, else raise."""
     if not 0 < len(value) <= max_len:
         raise InvalidOptions(f"{what} must be a string of 1-{max_len} characters")
-    if _CONTROL_OR_TAB.search(value):
+    if UNPRINTABLE.search(value):
         raise InvalidOptions(f"{what} must not contain control characters")
     return value
 

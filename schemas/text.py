@@ -7,9 +7,14 @@ cannot hold NUL. :func:`storable` is the one place such strings are repaired.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from typing import Final
 
-__all__ = ["storable", "storable_map"]
+__all__ = ["UNPRINTABLE", "storable", "storable_map"]
+
+# C0 controls, DEL and lone surrogates: never accepted in an identifier or an option string.
+UNPRINTABLE: Final = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 
 
 def storable(value: str) -> str:
