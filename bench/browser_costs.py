@@ -96,7 +96,7 @@ async def measure(
     from streams.browser.guard_proxy import GuardProxy
     from streams.browser.request import BrowserRequest
     from streams.config import FetchConfig
-    from streams.ssrf import EgressGuard
+    from streams.fetchers.ssrf import EgressGuard
 
     workdir = Path(tempfile.mkdtemp(prefix="scrapifie-browser-costs-"))
     corpus = build_corpus(workdir / "corpus", max(pages * rounds, 200))

@@ -1,7 +1,7 @@
 """The worker's CPU-bound steps, timed alone on corpus pages of each size (ms per page).
 
 These are what the http worker does per job besides I/O: decide whether the page is a block
-page (``streams.blocking.inspect``), gzip the body for the result (ISA-L, level 1, as the
+page (``streams.tier.blocking.inspect``), gzip the body for the result (ISA-L, level 1, as the
 processor does; zlib's level 1 alongside for comparison), hash it, and encode the
 ScrapeResult. A step whose import or call fails (the code moved) is reported as missing rather
 than failing the run.
@@ -42,9 +42,9 @@ def _steps(body: bytes) -> dict[str, Callable[[], object]]:
         "sha256": lambda: hashlib.sha256(body).hexdigest(),
     }
     try:
-        from streams.blocking import inspect
+        from streams.tier.blocking import inspect
 
-        steps["block detection (streams.blocking.inspect)"] = lambda: inspect(
+        steps["block detection (streams.tier.blocking.inspect)"] = lambda: inspect(
             tier="http",
             status=200,
             url="http://127.0.0.2/p/1.html",

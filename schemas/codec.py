@@ -86,20 +86,20 @@ class Codec:
         if type(record) is ScrapeRequest:
             opts = record.options
             values["options"] = {name: getattr(opts, name) for name in _OPTION_FIELDS}
-        return self._encode(self._by_name[type(record).__name__], values)
+        return self._encode_schema(self._by_name[type(record).__name__], values)
 
     def read(self, data: bytes, expect: type[R]) -> R:
         """The record of type ``expect`` in ``data``; :class:`DecodeError` if it is not one."""
-        return cast(R, _typed(expect, self.decode(data, expect=expect.__name__)[1]))
+        return cast(R, _typed(expect, self.decode_values(data, expect=expect.__name__)[1]))
 
     def read_any(self, data: bytes) -> Record:
         """Whichever of our records ``data`` holds."""
-        name, values = self.decode(data)
+        name, values = self.decode_values(data)
         return _typed(BY_NAME[name], values)
 
     def read_request(self, data: bytes) -> ScrapeRequest:
         """:meth:`decode_request`, typed."""
-        return cast(ScrapeRequest, _typed(ScrapeRequest, self.decode_request(data)))
+        return cast(ScrapeRequest, _typed(ScrapeRequest, self.decode_request_values(data)))
 
     def read_topic(self, spec: TopicSpec, data: bytes) -> Record:
         """The record ``spec``'s topic carries (requests also as JSON, see decode_request)."""
@@ -113,19 +113,19 @@ class Codec:
         """The 8-byte wire fingerprint of record ``name``."""
         return self._by_name[name].fingerprint
 
-    def encode(self, name: str, record: Mapping[str, Any]) -> bytes:
+    def encode_values(self, name: str, record: Mapping[str, Any]) -> bytes:
         """Encode ``record`` as record type ``name`` (single-object encoding)."""
-        return self._encode(self._by_name[name], dict(record))
+        return self._encode_schema(self._by_name[name], dict(record))
 
     @staticmethod
-    def _encode(schema: _Schema, values: dict[str, Any]) -> bytes:
+    def _encode_schema(schema: _Schema, values: dict[str, Any]) -> bytes:
         buf = io.BytesIO()
         buf.write(MAGIC)
         buf.write(schema.fingerprint)
         fastavro.schemaless_writer(buf, schema.parsed, values)
         return buf.getvalue()
 
-    def decode(self, data: bytes, expect: str | None = None) -> tuple[str, dict[str, Any]]:
+    def decode_values(self, data: bytes, expect: str | None = None) -> tuple[str, dict[str, Any]]:
         """Decode one value; returns (record name, record).
 
         Raises :class:`DecodeError` with a reason a person can act on when the bytes are not a
@@ -156,7 +156,7 @@ class Codec:
             )
         return schema.name, cast(dict[str, Any], record)
 
-    def decode_request(self, data: bytes) -> dict[str, Any]:
+    def decode_request_values(self, data: bytes) -> dict[str, Any]:
         """Decode a ScrapeRequest from Avro, or from a JSON object with the same fields.
 
         JSON defaults: ``job_id`` is required (producers own their ids, so a retry of the same
@@ -166,7 +166,7 @@ class Codec:
         if data.lstrip()[:1] in (b"{", b"["):
             record = self._request_from_json(data)
         else:
-            record = self.decode(data, expect="ScrapeRequest")[1]
+            record = self.decode_values(data, expect="ScrapeRequest")[1]
         return _check_ids(record)
 
     def _request_from_json(self, data: bytes) -> dict[str, Any]:

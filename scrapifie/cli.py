@@ -116,7 +116,7 @@ def _metrics(settings: Settings, port: int) -> None:
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
     from faust import Worker
 
-    from streams.app import build_app
+    from streams.runtime.app import build_app
 
     _metrics(settings, settings.worker_metrics_port)
     datadir = settings.data_dir / "faust"
@@ -148,7 +148,7 @@ def _browser_config(settings: Settings, tier: str) -> BrowserConfig | None:
 def _router(settings: Settings, _args: argparse.Namespace) -> int:
     from faust import Worker
 
-    from streams.router import build_router
+    from streams.routing.router import build_router
 
     _metrics(settings, settings.router_metrics_port)
     app = build_router(settings.kafka, settings.worker, REGISTRY, str(settings.data_dir / "faust"))

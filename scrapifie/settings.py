@@ -15,7 +15,7 @@ from schemas.kafka import KafkaConfig
 from schemas.options import JobLimits
 from streams.browser.config import BrowserConfig
 from streams.config import FetchConfig, WorkerConfig
-from streams.egress import EgressConfig
+from streams.fetchers.egress import EgressConfig
 
 
 class LocalKafkaConfig(KafkaConfig):

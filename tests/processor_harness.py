@@ -28,7 +28,7 @@ from streams.fetchers.base import FetchRequest, FetchResponse
 from streams.metrics import StreamMetrics
 from streams.politeness import SiteLimiter
 from streams.politeness.limits import SiteLimit
-from streams.processor import InputRecord, TierProcessor
+from streams.tier.processor import InputRecord, TierProcessor
 
 Record = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]
 

@@ -47,10 +47,10 @@ from streams.browser.guard_proxy import GUARD_HEADER, GuardProxy, Lease, ProxySe
 from streams.browser.pool import BrowserPool, Opener
 from streams.browser.request import BrowserRequest, BrowserResponse
 from streams.config import FetchConfig
-from streams.decompress import TooLarge
 from streams.errors import FatalError, FetchError, TransientError
 from streams.fetchers.base import Fetcher, FetchRequest
-from streams.ssrf import EgressGuard, SSRFBlocked
+from streams.fetchers.decompress import TooLarge
+from streams.fetchers.ssrf import EgressGuard, SSRFBlocked
 
 log = logging.getLogger(__name__)
 

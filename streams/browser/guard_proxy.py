@@ -2,8 +2,8 @@
 
 Chromium follows redirect hops, opens WebSockets and preconnects on its own, outside
 ``page.route``. With this proxy as the only way out, each of those connections is checked by the
-same :class:`~streams.ssrf.EgressGuard` as the http tier, and the checked address is the one
-connected to (no second lookup; DNS rebinding has nothing to exploit).
+same :class:`~streams.fetchers.ssrf.EgressGuard` as the http tier, and the checked address is
+the one connected to (no second lookup; DNS rebinding has nothing to exploit).
 
 What it speaks (HTTP/1.1, RFC 9110/9112):
 
@@ -59,7 +59,7 @@ from streams.browser.config import ProxySettings
 from streams.browser.http1 import GUARD_HEADER, MAX_HEAD_BYTES, MAX_RESPONSE_HEAD_BYTES
 from streams.browser.lease import Lease, Upstream
 from streams.errors import FatalError, FetchError, TransientError
-from streams.ssrf import EgressGuard, SSRFBlocked
+from streams.fetchers.ssrf import EgressGuard, SSRFBlocked
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlsplit
 from schemas import ErrorCode
 from streams.browser.config import ProxySettings
 from streams.errors import FetchError
-from streams.ssrf import SSRFBlocked
+from streams.fetchers.ssrf import SSRFBlocked
 
 __all__ = ["Lease", "Upstream"]
 
@@ -57,7 +57,7 @@ class Lease:
     """One browser context's identity at the guard proxy, and what happened to its traffic.
 
     ``failures`` maps ``(host, port)`` (host lower-case, no brackets) to the last error met
-    reaching it: :class:`~streams.ssrf.SSRFBlocked` when the guard refused it, a
+    reaching it: :class:`~streams.fetchers.ssrf.SSRFBlocked` when the guard refused it, a
     :class:`TransientError` with ``PROXY_ERROR`` when the upstream proxy failed, else the DNS
     or connect error.
     """

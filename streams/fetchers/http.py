@@ -22,11 +22,11 @@ from yarl import URL
 from schemas import ErrorCode
 from schemas.urls import InvalidURL, validate_url
 from streams.config import FetchConfig
-from streams.decompress import BoundedDecoder, TooLarge, parse_content_encoding
 from streams.errors import FatalError, TransientError
 from streams.fetchers.base import FetchRequest, FetchResponse
+from streams.fetchers.decompress import BoundedDecoder, TooLarge, parse_content_encoding
+from streams.fetchers.ssrf import EgressGuard
 from streams.fetchers.transport import AiohttpTransport, HttpxTransport, Reply, Transport
-from streams.ssrf import EgressGuard
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CREDENTIALS = frozenset({"authorization", "cookie", "proxy-authorization"})

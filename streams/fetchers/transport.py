@@ -27,7 +27,7 @@ from yarl import URL
 
 from schemas import ErrorCode
 from streams.errors import FatalError, FetchError, TransientError
-from streams.ssrf import EgressGuard, ip_literal
+from streams.fetchers.ssrf import EgressGuard, ip_literal
 
 PROXY_EXTENSION = "scrapifie.proxy"  # request extension: proxy URL for this request
 

@@ -25,9 +25,9 @@ from streams.browser.errors import BrowserCrashed
 from streams.browser.fetcher import BrowserFetcher
 from streams.browser.request import BrowserRequest
 from streams.config import FetchConfig
-from streams.decompress import TooLarge
 from streams.errors import FatalError, TransientError
 from streams.fetchers.base import FetchRequest
+from streams.fetchers.decompress import TooLarge
 from tests.integration.browser_targets import (
     BrowserSite,
     chromium_browser_pids,

@@ -23,9 +23,9 @@ from streams.browser.config import BASE_ARGS, HEADLESS_SHELL, PROXIED_ARGS, Brow
 from streams.browser.fetcher import BrowserFetcher
 from streams.browser.request import BrowserRequest
 from streams.config import FetchConfig
-from streams.egress import EgressConfig, EgressFetcher, EgressPools
 from streams.errors import FatalError, TransientError
 from streams.fetchers.base import FetchRequest
+from streams.fetchers.egress import EgressConfig, EgressFetcher, EgressPools
 from tests.integration.browser_targets import BrowserSite, PortWatch, UdpWatch
 from tests.integration.test_egress import SECRET, Tinyproxy
 

@@ -17,14 +17,10 @@ from tests.integration.targets import TargetSite
 pytestmark = pytest.mark.integration
 
 
-async def test_a_retried_job_shows_both_attempts_in_order(
-    stack: Stack, target: TargetSite
-) -> None:
+async def test_a_retried_job_shows_both_attempts_in_order(stack: Stack, target: TargetSite) -> None:
     url = f"{target.base}/flaky/{uuid.uuid4()}"  # 503 first, then the page
     async with stack.client() as client:
-        job_id = (await client.post("/v1/jobs", json={"url": url, "tier": "http"})).json()[
-            "job_id"
-        ]
+        job_id = (await client.post("/v1/jobs", json={"url": url, "tier": "http"})).json()["job_id"]
         await wait_final(stack.dsn, [job_id], timeout_s=60)
         job = (await client.get(f"/v1/jobs/{job_id}")).json()
     assert job["status"] == "succeeded" and job["current_tier"] is None

@@ -7,10 +7,10 @@ import random
 import pytest
 
 from schemas import ErrorCode
-from streams.blocking import has_js_app_hint, inspect, visible_text_length
 from streams.fetchers.base import FetchResponse
-from streams.outcome import Kind, Outcome, classify_response
-from streams.policy import Action, RetryPolicy, decide, next_tier
+from streams.tier.blocking import has_js_app_hint, inspect, visible_text_length
+from streams.tier.outcome import Kind, Outcome, classify_response
+from streams.tier.policy import Action, RetryPolicy, decide, next_tier
 
 pytestmark = pytest.mark.unit
 

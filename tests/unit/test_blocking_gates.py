@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from streams.blocking import (
+from streams.tier.blocking import (
     BOT_WALL_MARKERS,
     LOGIN_PATHS,
     PASSWORD_FORM,

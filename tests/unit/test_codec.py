@@ -176,16 +176,16 @@ def test_samples_cover_every_field_of_every_schema() -> None:
 
 @pytest.mark.parametrize("name", RECORD_NAMES)
 def test_round_trip(codec: Codec, name: str) -> None:
-    data = codec.encode(name, SAMPLES[name])
-    decoded_name, record = codec.decode(data)
+    data = codec.encode_values(name, SAMPLES[name])
+    decoded_name, record = codec.decode_values(data)
     assert decoded_name == name
     assert record == SAMPLES[name]
-    assert codec.decode(data, expect=name) == (name, SAMPLES[name])
+    assert codec.decode_values(data, expect=name) == (name, SAMPLES[name])
 
 
 @pytest.mark.parametrize("name", RECORD_NAMES)
 def test_body_is_plain_avro_readable_with_the_shipped_schema(codec: Codec, name: str) -> None:
-    data = codec.encode(name, SAMPLES[name])
+    data = codec.encode_values(name, SAMPLES[name])
     schema = parse_schema(_raw_schema(name))
     body = io.BytesIO(data[HEADER_LEN:])
     assert fastavro.schemaless_reader(body, schema, schema) == SAMPLES[name]
@@ -194,7 +194,7 @@ def test_body_is_plain_avro_readable_with_the_shipped_schema(codec: Codec, name:
 
 def test_defaults_are_filled_on_encode(codec: Codec) -> None:
     minimal = {"job_id": "j", "tenant": "t", "url": "http://x.test/", "created_at": T0}
-    _, record = codec.decode(codec.encode("ScrapeRequest", minimal))
+    _, record = codec.decode_values(codec.encode_values("ScrapeRequest", minimal))
     assert record["tier"] == "http"
     assert record["max_tier"] == "stealth"
     assert record["attempt"] == 1
@@ -206,7 +206,7 @@ def test_defaults_are_filled_on_encode(codec: Codec) -> None:
 
 @pytest.mark.parametrize("name", RECORD_NAMES)
 def test_header_is_magic_and_codec_fingerprint(codec: Codec, name: str) -> None:
-    data = codec.encode(name, SAMPLES[name])
+    data = codec.encode_values(name, SAMPLES[name])
     assert data[:2] == MAGIC == b"\xc3\x01"
     assert data[2:HEADER_LEN] == codec.fingerprint(name)
     assert len(codec.fingerprint(name)) == 8
@@ -222,7 +222,7 @@ def test_wire_fingerprint_is_little_endian_crc64_avro_of_canonical_form(
 ) -> None:
     canonical = to_parsing_canonical_form(_raw_schema(name))
     expected = struct.pack("<Q", crc64_avro(canonical.encode("utf-8")))
-    assert codec.encode(name, SAMPLES[name])[2:HEADER_LEN] == expected
+    assert codec.encode_values(name, SAMPLES[name])[2:HEADER_LEN] == expected
 
 
 # --- decode errors ---------------------------------------------------------------------------
@@ -230,7 +230,7 @@ def test_wire_fingerprint_is_little_endian_crc64_avro_of_canonical_form(
 
 def _reason(codec: Codec, data: bytes, expect: str | None = None) -> str:
     with pytest.raises(DecodeError) as info:
-        codec.decode(data, expect=expect)
+        codec.decode_values(data, expect=expect)
     return info.value.reason
 
 
@@ -243,27 +243,27 @@ def test_bad_magic(codec: Codec, data: bytes) -> None:
 
 
 def test_bad_magic_on_a_valid_body_with_a_wrong_marker(codec: Codec) -> None:
-    data = codec.encode("Metering", SAMPLES["Metering"])
+    data = codec.encode_values("Metering", SAMPLES["Metering"])
     assert _reason(codec, b"\xc3\x00" + data[2:]) == "bad_magic"
 
 
 def test_unknown_fingerprint(codec: Codec) -> None:
-    data = codec.encode("Metering", SAMPLES["Metering"])
+    data = codec.encode_values("Metering", SAMPLES["Metering"])
     bad_fp = bytes(b ^ 0xFF for b in data[2:HEADER_LEN])
     assert _reason(codec, MAGIC + bad_fp + data[HEADER_LEN:]) == "unknown_fingerprint"
 
 
 @pytest.mark.parametrize("name", RECORD_NAMES)
 def test_every_truncation_of_the_body_is_truncated(codec: Codec, name: str) -> None:
-    data = codec.encode(name, SAMPLES[name])
+    data = codec.encode_values(name, SAMPLES[name])
     for cut in range(HEADER_LEN, len(data)):
         assert _reason(codec, data[:cut]) == "truncated", cut
 
 
 def test_wrong_type(codec: Codec) -> None:
-    data = codec.encode("Metering", SAMPLES["Metering"])
+    data = codec.encode_values("Metering", SAMPLES["Metering"])
     with pytest.raises(DecodeError) as info:
-        codec.decode(data, expect="ScrapeRequest")
+        codec.decode_values(data, expect="ScrapeRequest")
     assert info.value.reason == "wrong_type"
     assert "ScrapeRequest" in str(info.value)
     assert "Metering" in str(info.value)
@@ -271,13 +271,13 @@ def test_wrong_type(codec: Codec) -> None:
 
 def test_decode_request_rejects_other_avro_records(codec: Codec) -> None:
     with pytest.raises(DecodeError) as info:
-        codec.decode_request(codec.encode("ScrapeResult", SAMPLES["ScrapeResult"]))
+        codec.decode_request_values(codec.encode_values("ScrapeResult", SAMPLES["ScrapeResult"]))
     assert info.value.reason == "wrong_type"
 
 
 @pytest.mark.parametrize("extra", [b"\x00", b"garbage"])
 def test_trailing_bytes(codec: Codec, extra: bytes) -> None:
-    data = codec.encode("Escalation", SAMPLES["Escalation"])
+    data = codec.encode_values("Escalation", SAMPLES["Escalation"])
     assert _reason(codec, data + extra) == "trailing_bytes"
 
 
@@ -285,12 +285,14 @@ def test_trailing_bytes(codec: Codec, extra: bytes) -> None:
 
 
 def test_decode_request_avro(codec: Codec) -> None:
-    data = codec.encode("ScrapeRequest", SAMPLES["ScrapeRequest"])
-    assert codec.decode_request(data) == SAMPLES["ScrapeRequest"]
+    data = codec.encode_values("ScrapeRequest", SAMPLES["ScrapeRequest"])
+    assert codec.decode_request_values(data) == SAMPLES["ScrapeRequest"]
 
 
 def test_decode_request_minimal_json_fills_defaults(codec: Codec) -> None:
-    record = codec.decode_request(b'{"job_id": "9f1c2d3e-0000-4000-8000-000000000042", "url": "http://example.com/"}')
+    record = codec.decode_request_values(
+        b'{"job_id": "9f1c2d3e-0000-4000-8000-000000000042", "url": "http://example.com/"}'
+    )
     assert record == {
         "job_id": "9f1c2d3e-0000-4000-8000-000000000042",
         "tenant": "default",
@@ -328,7 +330,7 @@ def test_decode_request_json_keeps_given_values(codec: Codec) -> None:
         "created_at": 1_700_000_000_123,
         "options": {"timeout_s": 5, "headers": {"X-A": "1"}},
     }
-    record = codec.decode_request(json.dumps(doc).encode())
+    record = codec.decode_request_values(json.dumps(doc).encode())
     assert record["tenant"] == "acme"
     assert record["tier"] == "auto"
     assert record["attempt"] == 2
@@ -341,18 +343,20 @@ def test_decode_request_json_keeps_given_values(codec: Codec) -> None:
 @pytest.mark.parametrize("data", [b"{", b"{bad json}", b'{"job_id": "j",}', b"{\xff\xfe}"])
 def test_decode_request_invalid_json(codec: Codec, data: bytes) -> None:
     with pytest.raises(DecodeError) as info:
-        codec.decode_request(data)
+        codec.decode_request_values(data)
     assert info.value.reason == "invalid_json"
 
 
 def test_decode_request_json_array_is_invalid_json(codec: Codec) -> None:
     with pytest.raises(DecodeError) as info:
-        codec.decode_request(b'[{"job_id": "j", "url": "http://example.com/"}]')
+        codec.decode_request_values(b'[{"job_id": "j", "url": "http://example.com/"}]')
     assert info.value.reason == "invalid_json"
 
 
 def test_decode_request_json_with_leading_whitespace(codec: Codec) -> None:
-    record = codec.decode_request(b'\n  {"job_id": "9f1c2d3e-0000-4000-8000-000000000044", "url": "http://example.com/"}')
+    record = codec.decode_request_values(
+        b'\n  {"job_id": "9f1c2d3e-0000-4000-8000-000000000044", "url": "http://example.com/"}'
+    )
     assert record["job_id"] == "9f1c2d3e-0000-4000-8000-000000000044"
 
 
@@ -372,7 +376,7 @@ def test_decode_request_json_wrong_fields_are_invalid_record(
     codec: Codec, doc: dict[str, Any]
 ) -> None:
     with pytest.raises(DecodeError) as info:
-        codec.decode_request(json.dumps(doc).encode())
+        codec.decode_request_values(json.dumps(doc).encode())
     assert info.value.reason == "invalid_record"
 
 
@@ -381,7 +385,7 @@ JOB = "9f1c2d3e-0000-4000-8000-000000000045"
 
 def test_decode_request_normalises_the_job_id(codec: Codec) -> None:
     doc = {"job_id": "{" + JOB.upper() + "}", "url": "http://example.com/"}
-    assert codec.decode_request(json.dumps(doc).encode())["job_id"] == JOB
+    assert codec.decode_request_values(json.dumps(doc).encode())["job_id"] == JOB
 
 
 @pytest.mark.parametrize("job_id", ["..", "j-1", "", "../../etc", JOB + "0"])
@@ -389,10 +393,10 @@ def test_decode_request_job_id_must_be_a_uuid(codec: Codec, job_id: str) -> None
     """A job id names rows and objects: one that is no UUID (``..``) has no job to end."""
     for data in (
         json.dumps({"job_id": job_id, "url": "http://example.com/"}).encode(),
-        codec.encode("ScrapeRequest", {**SAMPLES["ScrapeRequest"], "job_id": job_id}),
+        codec.encode_values("ScrapeRequest", {**SAMPLES["ScrapeRequest"], "job_id": job_id}),
     ):
         with pytest.raises(DecodeError) as info:
-            codec.decode_request(data)
+            codec.decode_request_values(data)
         assert info.value.reason == "invalid_job_id"
 
 
@@ -400,9 +404,8 @@ def test_decode_request_job_id_must_be_a_uuid(codec: Codec, job_id: str) -> None
 def test_decode_request_tenant_must_be_printable(codec: Codec, tenant: str) -> None:
     doc = {"job_id": JOB, "tenant": tenant, "url": "http://example.com/"}
     with pytest.raises(DecodeError) as info:
-        codec.decode_request(json.dumps(doc).encode())
+        codec.decode_request_values(json.dumps(doc).encode())
     assert info.value.reason == "invalid_tenant"
-
 
 
 # --- typed records ---------------------------------------------------------------------------
@@ -419,7 +422,7 @@ def _typed_sample(name: str) -> Any:
 def test_typed_records_round_trip_and_match_the_dict_encoding(codec: Codec, name: str) -> None:
     record = _typed_sample(name)
     data = codec.write(record)
-    assert data == codec.encode(name, SAMPLES[name])  # same bytes on the wire
+    assert data == codec.encode_values(name, SAMPLES[name])  # same bytes on the wire
     assert codec.read(data, BY_NAME[name]) == record
     assert codec.read_any(data) == record
 

@@ -1,4 +1,4 @@
-"""streams.decompress.BoundedDecoder: decode Content-Encoding without ever exceeding the limit."""
+"""streams.fetchers.decompress.BoundedDecoder: decode Content-Encoding, never past the limit."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from schemas import ErrorCode
-from streams.decompress import BoundedDecoder, TooLarge, parse_content_encoding
 from streams.errors import FatalError
+from streams.fetchers.decompress import BoundedDecoder, TooLarge, parse_content_encoding
 
 pytestmark = pytest.mark.unit
 

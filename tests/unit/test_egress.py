@@ -6,9 +6,9 @@ import pytest
 from pydantic import SecretStr
 
 from schemas import ErrorCode
-from streams.egress import EgressConfig, EgressFetcher, EgressPools, NoProxyAvailable
 from streams.errors import TransientError
 from streams.fetchers.base import FetchRequest, FetchResponse
+from streams.fetchers.egress import EgressConfig, EgressFetcher, EgressPools, NoProxyAvailable
 
 pytestmark = pytest.mark.unit
 

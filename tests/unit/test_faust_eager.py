@@ -1,4 +1,4 @@
-"""The eager hand-over of fetched records (streams/faust_eager.py): same results as Faust's
+"""The eager hand-over of fetched records (streams/runtime/faust_eager.py): same results as Faust's
 ``wait_first``, without tasks when the callback does not wait; and the stream iterator's
 ``sleep(0)`` that suspends only every Nth event."""
 
@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 
 from schemas.kafka import KafkaConfig
-from streams.faust_eager import (
+from streams.runtime.faust_eager import (
     EagerConsumer,
     EagerTransport,
     _EveryNthSleep,
     step_eagerly,
     yield_every,
 )
-from streams.faust_io import new_app
+from streams.runtime.faust_io import new_app
 
 pytestmark = pytest.mark.unit
 

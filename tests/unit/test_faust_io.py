@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from schemas.kafka import KafkaConfig
-from streams.faust_io import new_app
+from streams.runtime.faust_io import new_app
 
 pytestmark = pytest.mark.unit
 

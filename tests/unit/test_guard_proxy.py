@@ -15,7 +15,7 @@ import pytest_asyncio
 from schemas import ErrorCode
 from streams.browser.guard_proxy import GUARD_HEADER, GuardProxy, Lease, Upstream
 from streams.errors import FatalError, TransientError
-from streams.ssrf import EgressGuard, SSRFBlocked
+from streams.fetchers.ssrf import EgressGuard, SSRFBlocked
 
 pytestmark = pytest.mark.unit
 

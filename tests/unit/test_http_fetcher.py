@@ -17,7 +17,7 @@ from streams.config import FetchConfig
 from streams.errors import FatalError, FetchError, TransientError
 from streams.fetchers.base import FetchRequest, FetchResponse
 from streams.fetchers.http import HttpFetcher
-from streams.outcome import Kind, classify_response
+from streams.tier.outcome import Kind, classify_response
 
 pytestmark = pytest.mark.unit
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from schemas import ErrorCode
 from schemas.urls import InvalidURL, parse_ipv4_host, validate_url
 from streams.errors import FatalError
-from streams.ssrf import EgressGuard, SSRFBlocked, ip_literal
+from streams.fetchers.ssrf import EgressGuard, SSRFBlocked, ip_literal
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""streams.ordered.OrderedAcks: concurrent handlers, acks strictly in order per partition."""
+"""streams.runtime.ordered.OrderedAcks: concurrent handlers, acks in order per partition."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Hashable
 
 import pytest
 
-from streams.ordered import OrderedAcks
+from streams.runtime.ordered import OrderedAcks
 
 pytestmark = pytest.mark.unit
 
@@ -122,7 +122,7 @@ async def test_failed_handler_blocks_its_partition_only(caplog: pytest.LogCaptur
     h.fail.add(("bad", 1))
     await settle()
 
-    with caplog.at_level(logging.ERROR, logger="streams.ordered"):
+    with caplog.at_level(logging.ERROR, logger="streams.runtime.ordered"):
         for n in (0, 1, 2):
             await h.finish("bad", n)
             await h.finish("good", n)

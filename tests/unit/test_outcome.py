@@ -1,14 +1,14 @@
-"""streams.outcome: pure classification of a response or a fetch error."""
+"""streams.tier.outcome: pure classification of a response or a fetch error."""
 
 from __future__ import annotations
 
 import pytest
 
 from schemas import ErrorCode
-from streams.decompress import TooLarge
 from streams.errors import BlockedError, FatalError, FetchError, TransientError
 from streams.fetchers.base import FetchResponse
-from streams.outcome import Kind, Outcome, classify_error, classify_response, parse_retry_after
+from streams.fetchers.decompress import TooLarge
+from streams.tier.outcome import Kind, Outcome, classify_error, classify_response, parse_retry_after
 
 pytestmark = pytest.mark.unit
 

@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from streams import attempt
-from streams.attempt import OFFLOAD_BYTES, pack
+from streams.tier import attempt
+from streams.tier.attempt import OFFLOAD_BYTES, pack
 
 
 @pytest.mark.parametrize("size", [0, 100, OFFLOAD_BYTES - 1, OFFLOAD_BYTES, 300_000])

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from streams.routing import RoutingPolicy, choose, observe
+from streams.routing.learned import RoutingPolicy, choose, observe
 
 pytestmark = pytest.mark.unit
 P = RoutingPolicy(
@@ -61,7 +61,7 @@ def test_feedback_is_learned_at_the_time_it_was_observed() -> None:
     from datetime import UTC, datetime, timedelta
 
     from schemas.records import RouteFeedback
-    from streams.router import learn
+    from streams.routing.router import learn
 
     policy = RoutingPolicy()
     now = datetime.now(UTC)

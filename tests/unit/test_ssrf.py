@@ -7,7 +7,7 @@ import ipaddress
 import pytest
 
 from schemas import ErrorCode
-from streams.ssrf import EgressGuard, SSRFBlocked, embedded_ipv4, why_not_public
+from streams.fetchers.ssrf import EgressGuard, SSRFBlocked, embedded_ipv4, why_not_public
 
 pytestmark = pytest.mark.unit
 

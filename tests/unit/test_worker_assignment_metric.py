@@ -10,8 +10,8 @@ from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from schemas.kafka import KafkaConfig
-from streams.app import build_app
 from streams.config import FetchConfig, WorkerConfig
+from streams.runtime.app import build_app
 
 pytestmark = pytest.mark.unit
 

@@ -7,7 +7,7 @@ from typing import Any
 import faust
 
 from schemas.kafka import EventProducer, KafkaConfig
-from streams.faust_eager import EagerTransport, yield_every
+from streams.runtime.faust_eager import EagerTransport, yield_every
 
 # Events an agent may take from its buffer before its stream yields to the event loop (Faust
 # yields before every event; see faust_eager.py). A tier worker's window of max_in_flight

@@ -24,7 +24,7 @@ from schemas.records import (
 )
 from schemas.text import storable, storable_map
 from streams.fetchers.base import FetchResponse
-from streams.outcome import Kind, Outcome
+from streams.tier.outcome import Kind, Outcome
 
 # Bodies at least this big are compressed and hashed on a helper thread: ISA-L and hashlib
 # release the GIL, so the event loop serves other jobs meanwhile (a 1 MB page takes ~2 ms).

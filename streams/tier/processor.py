@@ -3,7 +3,7 @@
 ``TierProcessor.handle`` never raises for a bad record: undecodable values go to the DLQ with
 the reason, invalid jobs end ``failed``. It returns only once its output records are durable
 in Kafka, so the caller may then acknowledge the input offset. What an attempt emits is built
-by :mod:`streams.attempt`.
+by :mod:`streams.tier.attempt`.
 """
 
 from __future__ import annotations
@@ -31,15 +31,15 @@ from schemas.records import FINAL_STATUSES, FetchOptions, JobStatus, ScrapeReque
 from schemas.text import storable
 from schemas.topics import MAX_MESSAGE_BYTES, TIER_ORDER
 from schemas.urls import InvalidURL, validate_url
-from streams import attempt
 from streams.config import FetchConfig, WorkerConfig
 from streams.errors import FetchError
 from streams.fetchers.base import Fetcher, FetchRequest, FetchResponse
 from streams.metrics import StreamMetrics
-from streams.outcome import Kind, Outcome, classify_error, classify_response
-from streams.policy import Action, RetryPolicy, decide
 from streams.politeness import RobotsCache, SiteLimiter
 from streams.politeness.limits import Feedback
+from streams.tier import attempt
+from streams.tier.outcome import Kind, Outcome, classify_error, classify_response
+from streams.tier.policy import Action, RetryPolicy, decide
 
 log = logging.getLogger(__name__)
 _TIERS = frozenset(t.value for t in TIER_ORDER)
@@ -366,9 +366,7 @@ class TierProcessor:
             session_id=opts.session_id if stealth else None,
         )
 
-    async def defer(
-        self, job: ScrapeRequest, rec: InputRecord, wait_s: float, reason: str
-    ) -> None:
+    async def defer(self, job: ScrapeRequest, rec: InputRecord, wait_s: float, reason: str) -> None:
         """Send ``job`` to this tier's delay topic that waits at least ``wait_s`` (capped)."""
         bucket = delay_bucket(wait_s)
         job.not_before = datetime.now(UTC) + timedelta(seconds=bucket)
@@ -394,6 +392,7 @@ class TierProcessor:
         log.warning(
             "record %s[%d]@%d to DLQ: %s (%s)", rec.topic, rec.partition, rec.offset, reason, detail
         )
+
 
 def _feedback(outcome: Outcome | None, short_deadline: bool = False) -> str:
     """What an attempt tells the site's limiter. A timeout under a deadline the job chose

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 from schemas import ErrorCode
 from schemas.records import AttemptOutcome
-from streams.blocking import inspect
 from streams.errors import BlockedError, FetchError, TransientError
 from streams.fetchers.base import FetchResponse
+from streams.tier.blocking import inspect
 
 # How an attempt ended: the enum travels on scrape.metering, so it is defined in schemas.
 Kind = AttemptOutcome

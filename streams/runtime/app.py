@@ -1,8 +1,8 @@
 """The Faust app of one tier worker.
 
 One agent (``concurrency=1``) per tier topic. It starts a handler task per record and
-acknowledges through :class:`~streams.ordered.OrderedAcks`, so up to ``max_in_flight`` fetches
-run at once without Faust committing past one still in flight (see ordered.py).
+acknowledges through :class:`~streams.runtime.ordered.OrderedAcks`, so up to ``max_in_flight``
+fetches run at once without Faust committing past one still in flight (see ordered.py).
 Values are read as raw bytes and decoded by our codec inside the handler, so an undecodable
 value reaches the DLQ instead of crashing the agent.
 """
@@ -23,13 +23,13 @@ from schemas.kafka import EventProducer, KafkaConfig
 from schemas.options import DEFAULT_LIMITS, JobLimits
 from streams.browser.config import BrowserConfig
 from streams.config import FetchConfig, WorkerConfig
-from streams.egress import EgressConfig, EgressFetcher, EgressPools
-from streams.faust_io import dead_letter, event_headers, new_app, raw_topic
+from streams.fetchers.egress import EgressConfig, EgressFetcher, EgressPools
 from streams.fetchers.http import HttpFetcher
 from streams.metrics import BrowserPoolCollector, StreamMetrics
-from streams.ordered import OrderedAcks
 from streams.politeness import RobotsCache, SiteLimiter
-from streams.processor import InputRecord, TierProcessor
+from streams.runtime.faust_io import dead_letter, event_headers, new_app, raw_topic
+from streams.runtime.ordered import OrderedAcks
+from streams.tier.processor import InputRecord, TierProcessor
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from schemas import TIER_ORDER, ErrorCode, Tier
-from streams.outcome import Kind, Outcome
+from streams.tier.outcome import Kind, Outcome
 
 
 class Action(StrEnum):

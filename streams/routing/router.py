@@ -26,8 +26,8 @@ from schemas import TIER_ORDER, DecodeError, default_codec, site_key
 from schemas.kafka import EventProducer, KafkaConfig
 from schemas.records import RouteFeedback
 from streams.config import WorkerConfig
-from streams.faust_io import dead_letter, event_headers, new_app, raw_topic
-from streams.routing import RoutingPolicy, choose, observe
+from streams.routing.learned import RoutingPolicy, choose, observe
+from streams.runtime.faust_io import dead_letter, event_headers, new_app, raw_topic
 
 log = logging.getLogger(__name__)
 WARMUP_TIMEOUT_S = 30.0

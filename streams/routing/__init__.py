@@ -1,0 +1,1 @@
+"""Learned routing of ``tier: auto`` jobs: the routing memory (learned.py), the router process."""

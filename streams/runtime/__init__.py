@@ -1,0 +1,1 @@
+"""Faust glue of the stream processors: the tier app, the eager transport, ordered acks."""
