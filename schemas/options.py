@@ -153,9 +153,7 @@ def _timeout(value: Any, limits: JobLimits) -> float | None:
         or not math.isfinite(value)
         or not 0 < value <= limits.max_timeout_s
     ):
-        raise InvalidOptions(
-            f"options.timeout_s must be a number in (0, {limits.max_timeout_s:g}]"
-        )
+        raise InvalidOptions(f"options.timeout_s must be a number in (0, {limits.max_timeout_s:g}]")
     return float(value)
 
 
@@ -215,9 +213,7 @@ def _resources(value: Any) -> list[ResourceType]:
     if value is None:
         return []
     if not isinstance(value, list | tuple) or any(v not in RESOURCE_TYPES for v in value):
-        raise InvalidOptions(
-            f"options.block_resources is a list of {', '.join(RESOURCE_TYPES)}"
-        )
+        raise InvalidOptions(f"options.block_resources is a list of {', '.join(RESOURCE_TYPES)}")
     return sorted(set(value))
 
 
@@ -225,7 +221,5 @@ def _short(value: Any, name: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise InvalidOptions(
-            f"options.{name} must be a string of 1-{MAX_SHORT_STRING} characters"
-        )
+        raise InvalidOptions(f"options.{name} must be a string of 1-{MAX_SHORT_STRING} characters")
     return check_text(value, f"options.{name}")

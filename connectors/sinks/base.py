@@ -217,6 +217,7 @@ class SinkRunner:
             reason,
         )
 
+
 async def _retry_forever(fn: Any, what: str, max_backoff_s: float, stop: asyncio.Event) -> None:
     backoff = Backoff(0.2, max_backoff_s)
     while True:

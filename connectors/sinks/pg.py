@@ -143,9 +143,7 @@ def _columns(rows: Sequence[Any], columns: Sequence[str]) -> Params:
     return [
         [
             [
-                v
-                if type(v) is not str or (v.isascii() and "\x00" not in v)
-                else storable(v)
+                v if type(v) is not str or (v.isascii() and "\x00" not in v) else storable(v)
                 for v in column
             ]
             for column in values
