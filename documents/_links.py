@@ -26,7 +26,7 @@ def links(root: HtmlElement, base: str) -> list[dict[str, object]]:
         url = absolute_url(base, href)
         if url is None:
             continue
-        text = normalise_space(a.text_content()) if a.tag == "a" else ""
+        text = normalise_space("".join(a.itertext())) if a.tag == "a" else ""
         if not text:
             text = normalise_space(a.get("alt") or a.get("title") or "")
             if not text:
