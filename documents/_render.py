@@ -59,7 +59,7 @@ def to_markdown(el: HtmlElement, base: str) -> str:
             bullets="-",
         )
         _MARKDOWN_OPTIONS_CACHE[base] = options
-    html = etree.tostring(el, method="html", encoding="unicode")
+    html = etree.tostring(el, method="html", encoding="unicode", with_tail=False)
     markdown = html_to_markdown.convert(html, options).content or ""
     return markdown.strip() + "\n" if markdown.strip() else ""
 
@@ -86,14 +86,23 @@ def to_text(el: HtmlElement) -> str:
         if len(sep) > len(pending):
             pending = sep
 
-    for action, node in etree.iterwalk(el, events=("start", "end")):
+    walker = etree.iterwalk(el, events=("start", "end"))
+    for action, node in walker:
         tag = node.tag
         if not isinstance(tag, str):  # comments and processing instructions
             if action == "end" and node.tail:
                 buf.append(node.tail)
             continue
         is_list = tag in _LISTS
-        if action == "start":
+        if action == "start" and tag == "pre":  # preformatted: kept as it is
+            brk("\n\n")
+            block = "".join(node.itertext()).strip("\n").rstrip()
+            if block.strip():
+                out.append(pending if out else "")
+                out.append(block)
+                pending = "\n\n"
+            walker.skip_subtree()
+        elif action == "start":
             lists += is_list
             if tag in _PARAGRAPHS and not (is_list and lists > 1):
                 brk("\n\n")
@@ -134,4 +143,4 @@ def to_clean_html(el: HtmlElement, base: str) -> str:
                     del attrib[name]
                 else:
                     attrib[name] = absolute
-    return etree.tostring(el, method="html", encoding="unicode")
+    return etree.tostring(el, method="html", encoding="unicode", with_tail=False)
