@@ -43,7 +43,7 @@ from bench.stats import rate, summary_ms
 from bench.target import SLOW_RATE_KIB
 from schemas import Codec, site_key
 from schemas.kafka import KafkaConfig, producer_kwargs
-from schemas.records import FINAL_STATUSES, JobStatus, ScrapeRequest
+from schemas.records import FINAL_STATUSES, FetchOptions, JobStatus, ScrapeRequest
 from scrapifie.local.ports import free_port
 
 WARMUP_TIMEOUT_S = 120.0  # includes the worker's start-up and joining its consumer group
@@ -63,7 +63,12 @@ class Batch:
 
 
 def encode_request(
-    codec: Codec, url: str, tenant: str, tier: str, max_tier: str
+    codec: Codec,
+    url: str,
+    tenant: str,
+    tier: str,
+    max_tier: str,
+    formats: list[str] | None = None,
 ) -> tuple[str, bytes]:
     """A new job for ``url``: its id and its ScrapeRequest record (Avro)."""
     job_id = str(uuid.uuid4())
@@ -73,6 +78,7 @@ def encode_request(
         url=url,
         tier=tier,
         max_tier=max_tier,
+        options=FetchOptions(formats=formats) if formats else FetchOptions(),
         created_at=datetime.now(UTC),
         trace_id=job_id,
     )
@@ -88,6 +94,7 @@ class Driver:
     def __init__(self, kafka: KafkaConfig, dsn: str, progress: Progress) -> None:
         self.kafka = kafka
         self.watch: list[Proc] = []  # processes that must stay alive while we wait
+        self.formats: list[str] | None = None  # options.formats of the jobs submitted
         self.dsn = dsn
         self.progress = progress
         self.codec = Codec()
@@ -146,7 +153,7 @@ class Driver:
         """Called once per job's first result record (subclasses keep what they need)."""
 
     def _request(self, url: str, tenant: str) -> tuple[str, bytes]:
-        return encode_request(self.codec, url, tenant, self.tier, self.max_tier)
+        return encode_request(self.codec, url, tenant, self.tier, self.max_tier, self.formats)
 
     async def submit_many(self, urls: list[str], tenant: str) -> Batch:
         """Produce one job per URL as fast as the producer takes them."""
@@ -356,6 +363,9 @@ class E2EPlan:
     # A round more at max_in_flight=200 over these URLs (the slow server): memory with 200
     # fetches really in flight.
     memory_urls: list[str] = field(default_factory=list)
+    # A round more with the most workers at in_flight[0], its jobs asking for these formats
+    # (compared with the same setting without formats); empty: no such round.
+    formats: list[str] = field(default_factory=lambda: ["markdown", "links", "metadata"])
 
 
 async def run_e2e(
@@ -384,6 +394,15 @@ async def run_e2e(
                         stack, driver, prefix, urls, plan, progress, sink, mif, f"{mif}x{n}", n
                     )
                     out["throughput"].append(await round_.run(latency=False))
+            if plan.formats:
+                n, mif = max(plan.workers), plan.in_flight[0]
+                round_ = _Round(
+                    stack, driver, prefix, urls, plan, progress, sink, mif, f"{mif}x{n}-formats", n
+                )
+                round_.formats = plan.formats
+                rep = await round_.run(latency=False)
+                rep["formats"] = plan.formats
+                out["formats_round"] = rep
             if plan.memory_urls:
                 round_ = _Round(
                     stack, driver, prefix, plan.memory_urls, plan, progress, sink, 200, "200-slow"
@@ -413,6 +432,7 @@ class _Round:
     in_flight: int
     tag: str  # names the round's worker, log and tenants
     workers: int = 1
+    formats: list[str] | None = None  # options.formats of the round's jobs
 
     @property
     def objects_root(self) -> Path:
@@ -513,9 +533,11 @@ class _Round:
                 else None
             )
             try:
+                self.driver.formats = self.formats
                 batch = await self.driver.submit_many(self.urls, tenant)
                 await self.driver.wait_results(batch, self.plan.timeout_s)
             finally:
+                self.driver.formats = None
                 cpu = meter.stop()
                 for n in range(2, self.workers + 1):  # one figure for the tier's processes
                     cpu["worker"] = round(cpu["worker"] + cpu.pop(f"worker-{n}", 0.0), 1)

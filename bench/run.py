@@ -456,6 +456,13 @@ def scrapy_ratios(
     return sorted(out)
 
 
+def worker_ms_per_page(r: dict[str, Any]) -> float:
+    """CPU the tier's workers spent per page in an e2e round (ms of one core)."""
+    pct = (r.get("cpu_pct_until_last_result") or {}).get("worker", 0.0)
+    rate = r.get("result_pages_per_s") or 0
+    return pct * 10 / rate if rate else 0.0
+
+
 def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     e2e = results.get("e2e") or {}
     rounds = e2e.get("throughput", [])
@@ -496,6 +503,26 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
     else:
         add("http tier end to end vs Scrapy", "≥ 1.5x", "not measured", None)
+    fr = e2e.get("formats_round")
+    plain = fr and next(
+        (
+            r
+            for r in rounds
+            if r.get("workers", 1) == fr.get("workers", 1)
+            and r["max_in_flight"] == fr["max_in_flight"]
+        ),
+        None,
+    )
+    if fr and plain and fr.get("row_pages_per_s") and plain.get("row_pages_per_s"):
+        ratio = fr["row_pages_per_s"] / plain["row_pages_per_s"]
+        extra = worker_ms_per_page(fr) - worker_ms_per_page(plain)
+        add(
+            f"http tier with formats {'+'.join(fr['formats'])} vs without, same run and setting",
+            "≥ 0.7x",
+            f"{ratio:.2f}x ({fr['row_pages_per_s']:,.0f} vs {plain['row_pages_per_s']:,.0f}"
+            f" pages/s; the formats cost the workers {extra:+.2f} ms CPU per page)",
+            ratio >= 0.7,
+        )
     lat = (e2e.get("latency") or {}).get("submit_to_result_ms", {})
     if lat.get("n"):
         add(

@@ -17,7 +17,20 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
-__all__ = ["CHUNK_BYTES", "SAFE_HEADERS", "accepts_gzip", "media_type", "send_gzipped"]
+from connectors.api import ApiError
+from connectors.storage import ObjectStore, StorageError
+from connectors.views import stored_formats
+from documents import decode_html
+from schemas.formats import Format
+
+__all__ = [
+    "CHUNK_BYTES",
+    "SAFE_HEADERS",
+    "accepts_gzip",
+    "media_type",
+    "send_format",
+    "send_gzipped",
+]
 
 log = logging.getLogger(__name__)
 
@@ -111,3 +124,71 @@ async def send_gzipped(
         return resp
     await resp.write_eof()
     return resp
+
+
+FORMAT_NAMES = tuple(f.value for f in Format)
+# An html answer is transcoded in memory: the stored page is at most the deployment's body cap
+# (options.max_body_bytes ≤ JobLimits.max_body_bytes), and a stored object inflating past this
+# is refused rather than buffered.
+MAX_TRANSCODE_BYTES = 64 * 1024 * 1024
+
+
+async def send_format(
+    request: web.Request,
+    row: dict[str, object],
+    fmt: str | None,
+    store: ObjectStore,
+    trace_id: str,
+) -> web.StreamResponse:
+    """``GET /v1/jobs/{id}/content[?format=…]`` for the caller's job ``row``.
+
+    No format: the page as fetched, with its own Content-Type (``raw``). ``html``: the page
+    transcoded to UTF-8 from whatever charset it came in. Derived formats and the screenshot:
+    their stored objects."""
+    if fmt is not None and fmt not in FORMAT_NAMES:
+        raise ApiError(400, "invalid_format", f"format is one of {', '.join(FORMAT_NAMES)}")
+    have = stored_formats(dict(row))
+    name = fmt or Format.RAW.value
+    if name not in have:
+        if row.get("status") != "succeeded":
+            raise ApiError(
+                404,
+                "no_content",
+                f"job is {row.get('status')}; formats exist only for succeeded jobs",
+            )
+        raise ApiError(
+            404,
+            "format_not_available",
+            f"this job has no {name}: ask for it in options.formats"
+            f" (it has: {', '.join(have) or 'nothing'})",
+        )
+    key, media, _size = have[name]
+    try:
+        data = await store.get(key)
+    except StorageError as exc:
+        raise ApiError(
+            503, "unavailable", "object storage is unavailable; retry shortly", {"Retry-After": "5"}
+        ) from exc
+    if data is None:
+        raise ApiError(404, "format_not_available", "object not found in storage")
+    headers = {"X-Request-ID": trace_id}
+    if name == Format.SCREENSHOT:
+        return web.Response(body=data, headers={"Content-Type": media, **SAFE_HEADERS})
+    if name == Format.HTML:
+        page_type = str(row.get("content_type") or "")
+        if page_type and "html" not in page_type.lower():
+            name, media = Format.RAW.value, page_type  # not a page: html is what was fetched
+        else:
+            body = await asyncio.to_thread(_transcode, data, page_type or None)
+            return web.Response(body=body, headers={"Content-Type": media, **SAFE_HEADERS})
+    return await send_gzipped(request, data, {**headers, "Content-Type": media_type(media)})
+
+
+def _transcode(data: bytes, content_type: str | None) -> bytes:
+    """The stored gzip of a page as UTF-8 text."""
+    inflate = zlib.decompressobj(wbits=31)
+    body = inflate.decompress(data, MAX_TRANSCODE_BYTES)
+    if inflate.unconsumed_tail:
+        raise ApiError(413, "too_large", "the page is too large to transcode; ask for raw")
+    text, _encoding = decode_html(body, content_type)
+    return text.encode("utf-8", "replace")

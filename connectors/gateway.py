@@ -41,7 +41,7 @@ from connectors.api import (
     wait_param,
 )
 from connectors.config import GatewayConfig
-from connectors.content import SAFE_HEADERS, media_type, send_gzipped
+from connectors.content import SAFE_HEADERS, send_format
 from connectors.openapi import build_openapi
 from connectors.sinks.pg import INSERT_QUEUED, queued_params
 from connectors.storage import ObjectStore, StorageError
@@ -418,14 +418,9 @@ class Gateway:
         return job_view(row, history).to_json()
 
     async def get_content(self, request: web.Request) -> web.StreamResponse:
-        row, data = await self._stored(
-            request,
-            "content_key",
-            "no_content",
-            lambda r: f"job is {r['status']}; content exists only for succeeded jobs",
-        )
-        headers = {"Content-Type": media_type(row["content_type"]), "X-Request-ID": request[TRACE]}
-        return await send_gzipped(request, data, headers)
+        row = await self._requested_job(request)
+        fmt = request.query.get("format")
+        return await send_format(request, row, fmt, self._store, request[TRACE])
 
     async def get_screenshot(self, request: web.Request) -> web.Response:
         _row, data = await self._stored(

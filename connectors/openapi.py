@@ -16,10 +16,12 @@ from typing import Any, Final
 from pydantic import TypeAdapter
 
 from connectors.api import SUBMISSION_FIELDS
-from connectors.views import AttemptEvent, EscalationEvent, JobView
+from connectors.views import AttemptEvent, EscalationEvent, FormatView, JobView
 from schemas.errors import ErrorCode
+from schemas.extract import MAX_DEPTH, MAX_NAME_CHARS, MAX_RULES, MAX_SELECTOR_CHARS, VALUE_TYPES
 from schemas.options import (
     FORBIDDEN_HEADERS,
+    FORMAT_NAMES,
     MAX_HEADER_VALUE,
     MAX_HEADERS,
     MAX_SHORT_STRING,
@@ -58,6 +60,32 @@ EXAMPLES: Final[dict[str, dict[str, Any]]] = {
                 "wait_for": "#content",
                 "screenshot": "viewport",
                 "block_resources": ["font", "media"],
+            },
+        }
+    },
+    "markdown, links and metadata": {
+        "value": {
+            "url": "https://example.com/blog/post",
+            "options": {"formats": ["markdown", "links", "metadata"]},
+        }
+    },
+    "extraction rules": {
+        "value": {
+            "url": "https://example.com/shop",
+            "tier": "http",
+            "options": {
+                "extract": {
+                    "title": "h1",
+                    "products": {
+                        "css": ".product",
+                        "all": True,
+                        "fields": {
+                            "name": ".name",
+                            "price": {"css": ".price", "type": "number"},
+                            "link": {"css": "a", "attr": "href"},
+                        },
+                    },
+                }
             },
         }
     },
@@ -116,6 +144,27 @@ def _options_schema(limits: JobLimits) -> dict[str, Any]:
         },
     )
     props["block_resources"]["uniqueItems"] = True
+    props["formats"] = {
+        "type": "array",
+        "items": {"type": "string", "enum": list(FORMAT_NAMES)},
+        "minItems": 1,
+        "description": props["formats"]["description"]
+        + " Listed once each, in order; extract rules and the screenshot option add theirs.",
+    }
+    props["extract"] = {
+        "anyOf": [
+            {
+                "type": "object",
+                "minProperties": 1,
+                "maxProperties": MAX_RULES,
+                "propertyNames": {"minLength": 1, "maxLength": MAX_NAME_CHARS},
+                "additionalProperties": {"$ref": _REF.format(model="ExtractRule")},
+            },
+            {"type": "null"},
+        ],
+        "description": "Extraction rules: field name → rule. A selector that does not compile"
+        " answers 400; one that matches nothing gives null (or [] with all).",
+    }
     for name in _SHORT_STRINGS:
         props[name]["anyOf"] = [
             {
@@ -201,7 +250,38 @@ _SAFE = {
     },
 }
 _DATACLASSES: Final[dict[str, type[Any]]] = {
-    c.__name__: c for c in (FetchOptions, JobView, AttemptEvent, EscalationEvent)
+    c.__name__: c for c in (FetchOptions, JobView, AttemptEvent, EscalationEvent, FormatView)
+}
+_SELECTOR = {"type": "string", "minLength": 1, "maxLength": MAX_SELECTOR_CHARS}
+_EXTRACT_RULE: Final[dict[str, Any]] = {
+    "description": f"A CSS selector, or a rule object (at most {MAX_RULES} rules in all, nested"
+    f" {MAX_DEPTH} deep).",
+    "anyOf": [
+        {**_SELECTOR, "description": "CSS selector: the text of the first match"},
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "css": _SELECTOR,
+                "xpath": _SELECTOR,
+                "attr": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_NAME_CHARS,
+                    "description": "take this attribute (href and src made absolute)",
+                },
+                "all": {"type": "boolean", "description": "a list of every match"},
+                "type": {"type": "string", "enum": list(VALUE_TYPES)},
+                "fields": {
+                    "type": "object",
+                    "minProperties": 1,
+                    "additionalProperties": {"$ref": _REF.format(model="ExtractRule")},
+                    "description": "an object per match, these rules relative to it",
+                },
+            },
+            "oneOf": [{"required": ["css"]}, {"required": ["xpath"]}],
+        },
+    ],
 }
 
 
@@ -213,6 +293,7 @@ def build_openapi(
         **_schemas(JobView),
         "FetchOptions": _options_schema(limits),
         "JobSubmission": _submission_schema(tiers),
+        "ExtractRule": _EXTRACT_RULE,
         "JobStatus": {
             "type": "string",
             "enum": [s.value for s in JobStatus],
@@ -336,11 +417,23 @@ def build_openapi(
             },
             "/v1/jobs/{job_id}/content": {
                 "get": {
-                    "summary": "The fetched body",
-                    "parameters": [_JOB_ID],
+                    "summary": "The fetched page, or one of its formats",
+                    "parameters": [
+                        _JOB_ID,
+                        {
+                            "name": "format",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "enum": list(FORMAT_NAMES)},
+                            "description": "Absent: the page as fetched (raw). html: transcoded"
+                            " to UTF-8. Others: the job must have asked for them (see the"
+                            " job's formats).",
+                        },
+                    ],
                     "responses": {
                         "200": {
-                            "description": "The body, with its original Content-Type: as stored"
+                            "description": "The body (raw: its original Content-Type; text"
+                            " formats: UTF-8; links, metadata, extract: JSON): as stored"
                             " (Content-Encoding: gzip) when Accept-Encoding allows gzip, else"
                             " decompressed and streamed (chunked).",
                             "headers": {
@@ -349,7 +442,12 @@ def build_openapi(
                                 "Vary": {"schema": {"const": "Accept-Encoding"}},
                             },
                         },
-                        "404": _resp("Unknown job, or no content (not succeeded).", "Error"),
+                        "400": _resp("Not a format (invalid_format).", "Error"),
+                        "404": _resp(
+                            "Unknown job, no content (not succeeded), or a format the job did not"
+                            " ask for (format_not_available).",
+                            "Error",
+                        ),
                         **_READ_ERRORS,
                     },
                 }

@@ -11,12 +11,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal
 
+from schemas.formats import MEDIA_TYPES, Format
 from schemas.records import AttemptOutcome, JobStatus
 
 __all__ = [
     "HISTORY_SQL",
     "AttemptEvent",
     "EscalationEvent",
+    "FormatView",
     "JobView",
     "job_view",
     "links",
@@ -54,6 +56,15 @@ class EscalationEvent:
 
 
 @dataclass(slots=True, kw_only=True)
+class FormatView:
+    """One format of a succeeded job, served at ``url``."""
+
+    media_type: str = field(metadata={"doc": "raw: the page's own Content-Type"})
+    bytes: int | None = field(metadata={"doc": "size (html: before transcoding to UTF-8)"})
+    url: str
+
+
+@dataclass(slots=True, kw_only=True)
 class JobView:
     """A job as ``GET /v1/jobs/{id}`` shows it."""
 
@@ -76,6 +87,12 @@ class JobView:
     content_bytes: int | None
     content_sha256: str | None
     has_screenshot: bool
+    formats: dict[str, FormatView] = field(
+        metadata={"doc": "the formats this job has, each at its url (succeeded jobs)"}
+    )
+    cached_from: str | None = field(
+        metadata={"doc": "answered from the result cache (max_age_s): the job that fetched it"}
+    )
     router_reason: str | None
     trace_id: str | None
     created_at: datetime
@@ -157,6 +174,8 @@ def job_view(row: dict[str, Any], history: list[dict[str, Any]]) -> JobView:
         content_bytes=row.get("content_bytes"),
         content_sha256=row.get("content_sha256"),
         has_screenshot=bool(row.get("screenshot_key")),
+        formats=available_formats(row),
+        cached_from=row.get("cached_from"),
         router_reason=row.get("router_reason"),
         trace_id=row.get("trace_id"),
         created_at=row["created_at"],
@@ -164,6 +183,33 @@ def job_view(row: dict[str, Any], history: list[dict[str, Any]]) -> JobView:
         history=events,
         links=links(job_id),
     )
+
+
+def stored_formats(row: dict[str, Any]) -> dict[str, tuple[str, str, int | None]]:
+    """Each format a job's row has: (object key, media type, size). ``html`` and ``raw`` are
+    the stored body; derived formats come from the documents manifest the results sink wrote."""
+    if row.get("status") != JobStatus.SUCCEEDED:
+        return {}
+    out: dict[str, tuple[str, str, int | None]] = {}
+    if row.get("content_key"):
+        size = row.get("content_bytes")
+        out[Format.HTML] = (row["content_key"], MEDIA_TYPES[Format.HTML], size)
+        out[Format.RAW] = (row["content_key"], row.get("content_type") or "", size)
+    for doc in row.get("documents") or ():
+        out[doc["format"]] = (doc["key"], doc["media_type"], doc["bytes"])
+    if row.get("screenshot_key"):
+        out[Format.SCREENSHOT] = (row["screenshot_key"], MEDIA_TYPES[Format.SCREENSHOT], None)
+    return out
+
+
+def available_formats(row: dict[str, Any]) -> dict[str, FormatView]:
+    url = f"/v1/jobs/{row['job_id']}/content?format="
+    return {
+        str(name): FormatView(
+            media_type=media or "application/octet-stream", bytes=size, url=url + name
+        )
+        for name, (_key, media, size) in stored_formats(row).items()
+    }
 
 
 def links(job_id: str) -> dict[str, str]:

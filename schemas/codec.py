@@ -28,9 +28,11 @@ from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 from schemas.errors import DecodeError
 from schemas.records import (
     RECORD_TYPES,
+    Document,
     FetchOptions,
     Record,
     ScrapeRequest,
+    ScrapeResult,
 )
 from schemas.text import UNPRINTABLE
 from schemas.topics import TopicSpec
@@ -46,6 +48,7 @@ RECORD_NAMES: Final = tuple(t.__name__ for t in RECORD_TYPES)
 BY_NAME: Final[dict[str, type[Record]]] = {t.__name__: t for t in RECORD_TYPES}
 _FIELDS: Final = {t: tuple(f.name for f in fields(t)) for t in RECORD_TYPES}
 _OPTION_FIELDS: Final = tuple(f.name for f in fields(FetchOptions))
+_DOCUMENT_FIELDS: Final = tuple(f.name for f in fields(Document))
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +89,10 @@ class Codec:
         if type(record) is ScrapeRequest:
             opts = record.options
             values["options"] = {name: getattr(opts, name) for name in _OPTION_FIELDS}
+        elif type(record) is ScrapeResult and record.documents:
+            values["documents"] = [
+                {name: getattr(d, name) for name in _DOCUMENT_FIELDS} for d in record.documents
+            ]
         return self._encode_schema(self._by_name[type(record).__name__], values)
 
     def read(self, data: bytes, expect: type[R]) -> R:
@@ -212,6 +219,8 @@ def _check_ids(record: dict[str, Any]) -> dict[str, Any]:
 def _typed(cls: type[Any], values: dict[str, Any]) -> Record:
     if cls is ScrapeRequest:
         values["options"] = FetchOptions(**values["options"])
+    elif cls is ScrapeResult and values.get("documents"):
+        values["documents"] = [Document(**d) for d in values["documents"]]
     return cast(Record, cls(**values))
 
 

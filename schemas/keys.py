@@ -72,3 +72,8 @@ def content_object_key(tenant: str, job_id: str) -> str:
 def screenshot_object_key(tenant: str, job_id: str) -> str:
     """Where a job's screenshot (PNG) lives in object storage. Deterministic, like the content."""
     return f"screenshots/{tenant}/{job_id[:2]}/{job_id}.png"
+
+
+def document_object_key(tenant: str, job_id: str, fmt: str) -> str:
+    """Where a job's derived format (markdown, links…) lives in object storage. Deterministic."""
+    return f"documents/{tenant}/{job_id[:2]}/{job_id}/{fmt}.gz"

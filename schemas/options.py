@@ -12,6 +12,7 @@ request), and no control characters in any string.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -19,6 +20,9 @@ from typing import Any, Final, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.cache import MAX_AGE_S
+from schemas.extract import InvalidExtract, parse_extract_rules, rules_to_json
+from schemas.formats import DEFAULT_FORMATS, Format
 from schemas.records import FetchOptions, ResourceType, ScreenshotMode, WaitUntil
 from schemas.text import UNPRINTABLE
 
@@ -50,6 +54,10 @@ OPTION_NAMES: Final = (
     "block_resources",
     "session_id",
     "egress_pool",
+    "formats",
+    "only_main_content",
+    "extract",
+    "max_age_s",
 )
 
 # Headers that frame the message or belong to one connection hop (RFC 9110 §7.6.1, RFC 9112
@@ -131,17 +139,85 @@ def parse_options(raw: Any, limits: JobLimits = DEFAULT_LIMITS) -> FetchOptions:
             f"unknown options: {', '.join(sorted(map(str, unknown)))}"
             f" (valid: {', '.join(OPTION_NAMES)})"
         )
+    screenshot = _choice(raw.get("screenshot"), "screenshot", SCREENSHOT_MODES)
+    extract = _extract(raw.get("extract"))
+    formats = _formats(raw.get("formats"), extract is not None, screenshot is not None)
+    if Format.SCREENSHOT in formats and screenshot is None:
+        screenshot = "viewport"
     return FetchOptions(
         timeout_s=_timeout(raw.get("timeout_s"), limits),
         max_body_bytes=_max_body(raw.get("max_body_bytes"), limits),
         headers=_headers(raw.get("headers")),
         wait_until=_choice(raw.get("wait_until"), "wait_until", WAIT_UNTIL),
         wait_for=_short(raw.get("wait_for"), "wait_for"),
-        screenshot=_choice(raw.get("screenshot"), "screenshot", SCREENSHOT_MODES),
+        screenshot=screenshot,
         block_resources=_resources(raw.get("block_resources")),
         session_id=_short(raw.get("session_id"), "session_id"),
         egress_pool=_short(raw.get("egress_pool"), "egress_pool"),
+        formats=formats,
+        only_main_content=_flag(raw.get("only_main_content"), "only_main_content", True),
+        extract=extract,
+        max_age_s=_max_age(raw.get("max_age_s")),
     )
+
+
+def _max_age(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_AGE_S:
+        raise InvalidOptions(f"options.max_age_s must be an integer in [0, {MAX_AGE_S}]")
+    return value or None
+
+
+FORMAT_NAMES: Final[tuple[str, ...]] = tuple(f.value for f in Format)
+
+
+def _formats(value: Any, has_rules: bool, has_screenshot: bool) -> list[str]:
+    """The formats asked for, each once, in the order given. ``extract`` rules and the
+    ``screenshot`` option add their format; the ``extract`` format needs rules."""
+    if value is None:
+        value = [f.value for f in DEFAULT_FORMATS]
+    if (
+        not isinstance(value, list | tuple)
+        or not value
+        or any(v not in FORMAT_NAMES for v in value)
+    ):
+        raise InvalidOptions(f"options.formats is a non-empty list of {', '.join(FORMAT_NAMES)}")
+    formats = list(dict.fromkeys(value))
+    if has_rules and Format.EXTRACT not in formats:
+        formats.append(Format.EXTRACT.value)
+    if Format.EXTRACT in formats and not has_rules:
+        raise InvalidOptions("options.formats has extract: give the rules in options.extract")
+    if has_screenshot and Format.SCREENSHOT not in formats:
+        formats.append(Format.SCREENSHOT.value)
+    return formats
+
+
+def _extract(value: Any) -> str | None:
+    """Extraction rules as canonical JSON: an object from a person, or the JSON string a
+    decoded record carries. A selector that does not compile is refused here, never in a
+    worker."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise InvalidOptions(f"options.extract is not valid JSON: {exc}") from None
+    try:
+        return rules_to_json(parse_extract_rules(value))
+    except InvalidExtract as exc:
+        raise InvalidOptions(
+            f"options.{exc}" if str(exc).startswith("extract") else str(exc)
+        ) from None
+
+
+def _flag(value: Any, name: str, default: bool) -> bool:
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise InvalidOptions(f"options.{name} must be true or false")
+    return value
 
 
 def _timeout(value: Any, limits: JobLimits) -> float | None:

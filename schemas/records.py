@@ -21,6 +21,7 @@ __all__ = [
     "FINAL_STATUSES",
     "RECORD_TYPES",
     "AttemptOutcome",
+    "Document",
     "ErrorCode",
     "Escalation",
     "FetchOptions",
@@ -102,6 +103,28 @@ class FetchOptions:
     egress_pool: str | None = field(
         default=None, metadata={"doc": "Egress pool to fetch through (default: the tier's)."}
     )
+    formats: list[str] = field(
+        default_factory=lambda: ["html"],
+        metadata={
+            "doc": "What to return (schemas/formats.py): html (default), raw, clean_html, text,"
+            " markdown, links, metadata, extract, screenshot."
+        },
+    )
+    only_main_content: bool = field(
+        default=True,
+        metadata={"doc": "clean_html, text and markdown keep the main content only."},
+    )
+    extract: str | None = field(
+        default=None,
+        metadata={"doc": "Extraction rules, canonical JSON (schemas/extract.py); implies extract."},
+    )
+    max_age_s: int | None = field(
+        default=None,
+        metadata={
+            "doc": "Answer from a cached fetch of the same page (schemas/cache.py) made at most"
+            " this many seconds ago, without fetching; null: always fetch."
+        },
+    )
 
 
 @dataclass(slots=True, kw_only=True)
@@ -118,6 +141,17 @@ class ScrapeRequest:
     trace_id: str = ""
     router_reason: str | None = None
     not_before: datetime | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class Document:
+    """One format derived from the page (markdown, links…), stored as an object of its own."""
+
+    format: str  # a schemas.formats.Format in DERIVED_FORMATS
+    media_type: str
+    size: int  # bytes of the document, uncompressed
+    key: str  # its object key (schemas.keys.document_object_key)
+    content: bytes | None = None  # gzip
 
 
 @dataclass(slots=True, kw_only=True)
@@ -140,6 +174,9 @@ class ScrapeResult:
     content_sha256: str | None = None
     response_headers: dict[str, str] = field(default_factory=dict)
     screenshot: bytes | None = None
+    documents: list[Document] = field(default_factory=list)
+    cache_key: str | None = None  # the fetch's identity in the result cache (schemas/cache.py)
+    cached_from: str | None = None  # a cache hit: the job whose fetch answered this one
     created_at: datetime
     finished_at: datetime
     duration_ms: int = 0
@@ -160,6 +197,7 @@ class Metering:
     duration_ms: int = 0
     credits: int = 0
     egress_pool: str | None = None
+    cache_hit: bool = False
     created_at: datetime
     trace_id: str = ""
 

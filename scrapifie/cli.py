@@ -116,10 +116,14 @@ def _metrics(settings: Settings, port: int) -> None:
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
     from faust import Worker
 
+    from connectors.cache import PgFetchCache
+    from connectors.storage import open_store
     from streams.runtime.app import build_app
 
     _metrics(settings, settings.worker_metrics_port)
     datadir = settings.data_dir / "faust"
+    # The result cache: jobs with options.max_age_s may be answered from an earlier fetch.
+    cache = PgFetchCache(settings.dsn(), open_store(settings.storage, settings.data_dir))
     app = build_app(
         args.tier,
         settings.kafka,
@@ -130,6 +134,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
         settings.egress,
         _browser_config(settings, args.tier),
         settings.limits,
+        cache,
     )
     worker = Worker(app, loglevel=settings.log_level.lower(), override_logging=False, quiet=True)
     worker.execute_from_commandline()  # returns via SystemExit on SIGTERM / SIGINT

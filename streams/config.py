@@ -105,6 +105,19 @@ class WorkerConfig(BaseModel):
         ge=6,
         description="Kafka group session timeout: how soon a dead worker's partitions move.",
     )
+    cache_credits: int = Field(
+        0, ge=0, description="Credits a job answered from the result cache costs."
+    )
+    cache_share_public: bool = Field(
+        False,
+        description=(
+            "Let a tenant's job be answered from another tenant's cached fetch when neither sets"
+            " request headers or a session (off: tenants never see each other's pages)."
+        ),
+    )
+    cache_timeout_s: float = Field(
+        2.0, gt=0, description="Longest wait for the result cache before fetching instead."
+    )
     credits_per_success: dict[str, int] = Field(
         default_factory=lambda: {"http": 1, "browser": 5, "stealth": 10},
         description="Credits charged per successful attempt, by tier. Failed attempts are free.",

@@ -25,6 +25,12 @@ class StreamMetrics:
             registry=registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )
+        self.cache_lookups = Counter(
+            "scrapifie_cache_lookups_total",
+            "Result-cache lookups of jobs with max_age_s, by result (hit, miss, unavailable).",
+            ["tier", "result"],
+            registry=registry,
+        )
         self.fetched_bytes = Counter(
             "scrapifie_fetched_bytes_total",
             "Decoded body bytes fetched.",

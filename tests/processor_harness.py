@@ -157,6 +157,23 @@ _VALID_OPTIONS: dict[str, st.SearchStrategy[Any]] = {
     "block_resources": st.lists(st.sampled_from(["image", "font", "media", "stylesheet"])),
     "session_id": st.one_of(st.none(), _printable),
     "egress_pool": st.none(),
+    "formats": st.lists(
+        st.sampled_from(["html", "raw", "clean_html", "text", "markdown", "links", "metadata"]),
+        min_size=1,
+        max_size=4,
+    ),
+    "only_main_content": st.booleans(),
+    "extract": st.one_of(
+        st.none(),
+        st.sampled_from(
+            [
+                '{"title":"h1"}',
+                '{"a":{"all":true,"attr":"href","css":"a"},"n":{"type":"number","xpath":"//p"}}',
+                '{"items":{"all":true,"css":"li","fields":{"t":"b"}}}',
+            ]
+        ),
+    ),
+    "max_age_s": st.one_of(st.none(), st.integers(0, 3600)),
 }
 
 
@@ -176,6 +193,10 @@ _OPTIONS: dict[str, st.SearchStrategy[Any]] = {
     ),
     "session_id": _option_strings,
     "egress_pool": st.one_of(st.none(), st.just("")),
+    "formats": st.lists(st.one_of(st.sampled_from(["markdown", "extract", "links"]), _any_text)),
+    "only_main_content": st.booleans(),
+    "extract": st.one_of(st.none(), _any_text, st.just('{"x":"a[[["}'), st.just('{"x":{}}')),
+    "max_age_s": st.one_of(st.none(), st.integers(-(2**31), 2**31 - 1)),
 }
 
 

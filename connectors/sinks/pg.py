@@ -24,19 +24,25 @@ log = logging.getLogger(__name__)
 UPSERT_RESULTS = """
 INSERT INTO jobs (job_id, tenant_id, url, status, tier, attempts, http_status, error_code,
                   error_message, final_url, content_type, content_bytes, content_sha256,
-                  content_key, screenshot_key, result_event_id, trace_id, created_at,
-                  finished_at, updated_at)
-SELECT *, now() FROM unnest(
+                  content_key, screenshot_key, documents, cache_key, cached_from,
+                  response_headers, result_event_id, trace_id, created_at, finished_at, updated_at)
+SELECT j, t, u, s, ti, a, hs, ec, em, fu, ct, cb, cs, ck, sk, d::jsonb, ky, cf, rh::jsonb, e, tr,
+       c, f, now()
+FROM unnest(
     %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::int[], %b::int[], %b::text[],
     %b::text[], %b::text[], %b::text[], %b::bigint[], %b::text[], %b::text[], %b::text[],
-    %b::text[], %b::text[], %b::timestamptz[], %b::timestamptz[])
+    %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::timestamptz[],
+    %b::timestamptz[])
+    AS x(j, t, u, s, ti, a, hs, ec, em, fu, ct, cb, cs, ck, sk, d, ky, cf, rh, e, tr, c, f)
 ON CONFLICT (tenant_id, job_id) DO UPDATE SET
     status = EXCLUDED.status, tier = EXCLUDED.tier, attempts = EXCLUDED.attempts,
     http_status = EXCLUDED.http_status, error_code = EXCLUDED.error_code,
     error_message = EXCLUDED.error_message, final_url = EXCLUDED.final_url,
     content_type = EXCLUDED.content_type, content_bytes = EXCLUDED.content_bytes,
     content_sha256 = EXCLUDED.content_sha256, content_key = EXCLUDED.content_key,
-    screenshot_key = EXCLUDED.screenshot_key,
+    screenshot_key = EXCLUDED.screenshot_key, documents = EXCLUDED.documents,
+    cache_key = EXCLUDED.cache_key, cached_from = EXCLUDED.cached_from,
+    response_headers = EXCLUDED.response_headers,
     result_event_id = EXCLUDED.result_event_id, finished_at = EXCLUDED.finished_at,
     updated_at = now()
 WHERE jobs.status NOT IN ('succeeded', 'failed')
@@ -58,6 +64,10 @@ _RESULT_COLUMNS = (
     "content_sha256",
     "content_key",
     "screenshot_key",
+    "documents",
+    "cache_key",
+    "cached_from",
+    "response_headers",
     "event_id",
     "trace_id",
     "created_at",
@@ -127,9 +137,8 @@ _ATTEMPT_COLUMNS = (
 
 Params = list[list[list[Any]]]
 # UPSERT_RESULTS' columns as attributes of a StoredResult.
-_STORED_RESULT_COLUMNS = tuple(
-    c if c in ("content_key", "screenshot_key") else f"result.{c}" for c in _RESULT_COLUMNS
-)
+_STORED_KEYS = ("content_key", "screenshot_key", "documents", "response_headers")
+_STORED_RESULT_COLUMNS = tuple(c if c in _STORED_KEYS else f"result.{c}" for c in _RESULT_COLUMNS)
 
 
 def _columns(rows: Sequence[Any], columns: Sequence[str]) -> Params:
@@ -153,11 +162,14 @@ def _columns(rows: Sequence[Any], columns: Sequence[str]) -> Params:
 
 @dataclass(frozen=True, slots=True)
 class StoredResult:
-    """A final result with the names of the objects its content and screenshot went to."""
+    """A final result with the names of the objects its content and screenshot went to, and
+    its derived documents' manifest (JSON: format, media type, size, object key)."""
 
     result: ScrapeResult
     content_key: str | None
     screenshot_key: str | None
+    documents: str | None = None
+    response_headers: str | None = None  # JSON; kept for the result cache (fetches only)
 
 
 def results_params(rows: Sequence[StoredResult]) -> Params:

@@ -9,6 +9,8 @@ notifies the gateway's waiters (``NOTIFY_FINAL``), so they wake once the rows ar
 
 from __future__ import annotations
 
+import json
+
 from connectors.sinks.base import Decoded
 from connectors.sinks.pg import (
     NOTIFY_FINAL,
@@ -20,7 +22,7 @@ from connectors.sinks.pg import (
 )
 from connectors.storage import ObjectStore
 from schemas import TopicSet, content_object_key, screenshot_object_key
-from schemas.records import ScrapeResult
+from schemas.records import Document, ScrapeResult
 
 
 class ResultsSink:
@@ -50,6 +52,9 @@ class ResultsSink:
                 objects.append((row.content_key, row.result.content, "application/gzip"))
             if row.screenshot_key is not None and row.result.screenshot is not None:
                 objects.append((row.screenshot_key, row.result.screenshot, "image/png"))
+            for doc in row.result.documents:
+                if doc.content is not None:
+                    objects.append((doc.key, doc.content, "application/gzip"))
         await self._store.put_many_if_absent(objects)  # durable before any row names them
         # The notification goes out with the commit: a woken waiter reads the final row.
         await self._db.execute_many(
@@ -70,4 +75,22 @@ def _stored(result: ScrapeResult) -> StoredResult:
         screenshot_key=None
         if result.screenshot is None
         else screenshot_object_key(result.tenant, result.job_id),
+        documents=document_manifest(result.documents),
+        # The result cache answers later jobs with these (connectors/cache.py).
+        response_headers=json.dumps(result.response_headers, separators=(",", ":"))
+        if result.cache_key is not None and result.cached_from is None
+        else None,
+    )
+
+
+def document_manifest(documents: list[Document]) -> str | None:
+    """The ``jobs.documents`` value: each derived format's media type, size and object key."""
+    if not documents:
+        return None
+    return json.dumps(
+        [
+            {"format": d.format, "media_type": d.media_type, "bytes": d.size, "key": d.key}
+            for d in documents
+        ],
+        separators=(",", ":"),
     )

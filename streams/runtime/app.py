@@ -22,6 +22,7 @@ from schemas import DELAYS_S, DecodeError, TopicSet, default_codec
 from schemas.kafka import EventProducer, KafkaConfig
 from schemas.options import DEFAULT_LIMITS, JobLimits
 from streams.browser.config import BrowserConfig
+from streams.cache import FetchCache
 from streams.config import FetchConfig, WorkerConfig
 from streams.fetchers.egress import EgressConfig, EgressFetcher, EgressPools
 from streams.fetchers.http import HttpFetcher
@@ -46,6 +47,7 @@ def build_app(
     egress: EgressConfig | None = None,
     browser: BrowserConfig | None = None,
     limits: JobLimits = DEFAULT_LIMITS,
+    cache: FetchCache | None = None,
 ) -> faust.App:
     """A Faust app consuming ``scrape.<tier>``. Topics must exist (``scrapifie topics``)."""
     if tier not in SUPPORTED_TIERS:
@@ -121,6 +123,7 @@ def build_app(
                 robots,
                 limits,
                 kafka.max_message_bytes,
+                cache,
             )
             window: OrderedAcks[Any] = OrderedAcks(in_flight, noack.ack)
             try:

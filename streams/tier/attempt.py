@@ -13,8 +13,13 @@ from datetime import UTC, datetime, timedelta
 
 from isal import igzip
 
+import documents
 from schemas import ErrorCode, derived_id, site_key
+from schemas.extract import rules_from_json
+from schemas.formats import DERIVED_FORMATS, MEDIA_TYPES, Format
+from schemas.keys import document_object_key
 from schemas.records import (
+    Document,
     Escalation,
     JobStatus,
     Metering,
@@ -50,6 +55,53 @@ async def pack(body: bytes) -> tuple[bytes, str]:
     return await asyncio.get_running_loop().run_in_executor(None, pack_body, body)
 
 
+_DERIVED: frozenset[str] = frozenset(f.value for f in DERIVED_FORMATS)
+
+
+def wanted_documents(job: ScrapeRequest) -> list[str]:
+    """The derived formats ``job`` asks for (none for a job asking for the page only)."""
+    return [f for f in job.options.formats if f in _DERIVED]
+
+
+def make_documents(job: ScrapeRequest, resp: FetchResponse, wanted: list[str]) -> list[Document]:
+    """The derived formats of a fetched page, each gzipped and named where the sink stores it.
+
+    CPU only (the parser, the converters, gzip); :func:`documents.derive` never raises."""
+    opts = job.options
+    made = documents.derive(
+        resp.body,
+        content_type=resp.content_type,
+        url=resp.final_url,
+        status=resp.status,
+        headers=resp.headers,
+        formats=wanted,
+        only_main_content=opts.only_main_content,
+        extract=rules_from_json(opts.extract) if opts.extract else None,
+    )
+    return [
+        Document(
+            format=fmt,
+            media_type=MEDIA_TYPES[Format(fmt)],
+            size=len(data),
+            key=document_object_key(job.tenant, job.job_id, fmt),
+            content=igzip.compress(data, compresslevel=1, mtime=0),
+        )
+        for fmt, data in made.items()
+    ]
+
+
+async def derive_documents(job: ScrapeRequest, resp: FetchResponse) -> list[Document]:
+    """:func:`make_documents` for what ``job`` asks, off the event loop for big pages (lxml
+    parses without the GIL)."""
+    wanted = wanted_documents(job)
+    if not wanted:
+        return []
+    if len(resp.body) < OFFLOAD_BYTES:
+        return make_documents(job, resp, wanted)
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, make_documents, job, resp, wanted)
+
+
 def result(
     job: ScrapeRequest,
     tier: str,
@@ -58,6 +110,7 @@ def result(
     elapsed_s: float,
     code: ErrorCode | None = None,
     packed: tuple[bytes, str] | None = None,
+    documents: list[Document] | None = None,
 ) -> ScrapeResult:
     """The job's final result; ``packed`` is :func:`pack_body` of the body when it succeeded,
     ``code`` overrides the outcome's error code (the policy's final word)."""
@@ -84,6 +137,7 @@ def result(
         content_sha256=packed[1] if packed is not None else None,
         response_headers=storable_map(resp.headers) if resp is not None else {},
         screenshot=getattr(resp, "screenshot", None) if outcome.ok else None,
+        documents=documents or [],
         created_at=job.created_at,
         finished_at=datetime.now(UTC),
         duration_ms=int(elapsed_s * 1000),
@@ -98,8 +152,10 @@ def metering(
     resp: FetchResponse | None,
     elapsed_s: float,
     credits: int,
+    cache_hit: bool = False,
 ) -> Metering:
-    """Usage of this attempt; ``credits`` is the tier's price, charged on success only."""
+    """Usage of this attempt; ``credits`` is the tier's price (or the cache's, for a job
+    answered from the result cache), charged on success only."""
     return Metering(
         event_id=derived_id(job.tenant, job.job_id, "metering", tier, str(job.attempt)),
         job_id=job.job_id,
@@ -113,6 +169,7 @@ def metering(
         duration_ms=int(elapsed_s * 1000),
         credits=credits if outcome.ok else 0,
         egress_pool=outcome.egress_pool,
+        cache_hit=cache_hit,
         created_at=datetime.now(UTC),
         trace_id=job.trace_id,
     )

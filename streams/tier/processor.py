@@ -25,12 +25,14 @@ from aiokafka.errors import (
 
 from schemas import Codec, DecodeError, ErrorCode, TopicSet, delay_bucket, site_key
 from schemas import headers as hdr
+from schemas.cache import CacheUnavailable, cache_key, shareable
 from schemas.kafka import EventProducer
 from schemas.options import DEFAULT_LIMITS, InvalidOptions, JobLimits, parse_options
 from schemas.records import FINAL_STATUSES, FetchOptions, JobStatus, ScrapeRequest
 from schemas.text import storable
 from schemas.topics import MAX_MESSAGE_BYTES, TIER_ORDER
 from schemas.urls import InvalidURL, validate_url
+from streams.cache import CachedResponse, FetchCache, cached_response
 from streams.config import FetchConfig, WorkerConfig
 from streams.errors import FetchError
 from streams.fetchers.base import Fetcher, FetchRequest, FetchResponse
@@ -83,8 +85,17 @@ class TierProcessor:
         robots: RobotsCache | None,
         limits: JobLimits = DEFAULT_LIMITS,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        cache: FetchCache | None = None,
     ) -> None:
         self.tier = tier
+        self._cache = cache
+        self._cache_credits = worker_config.cache_credits
+        self._cache_share = worker_config.cache_share_public
+        self._cache_timeout_s = worker_config.cache_timeout_s
+        self._cache_tiers = TIER_ORDER[TIER_ORDER.index(tier) :] if tier in TIER_ORDER else ()
+        self._m_cache = {
+            r: metrics.cache_lookups.labels(tier, r) for r in ("hit", "miss", "unavailable")
+        }
         self._limits = limits
         self._max_record_bytes = max_message_bytes - RECORD_OVERHEAD_BYTES
         self._fetcher = fetcher
@@ -164,14 +175,19 @@ class TierProcessor:
         except InvalidOptions as exc:
             outcome = Outcome(Kind.FATAL, ErrorCode.INVALID_REQUEST, str(exc))
         else:
-            site = site_key(url)
-            backlog = self._limiter.queued(site)
-            if backlog >= self._max_site_backlog:
-                # The site is at its limit with jobs already waiting: park this one in a delay
-                # topic instead of holding a slot other sites' jobs could use.
-                await self.defer(job, rec, backlog * self._limiter.delay_s(site), "site_backlog")
-                return
-            outcome, response = await self._polite_fetch(job, url, site)
+            response = await self._from_cache(job, url)
+            if response is not None:
+                outcome = Outcome(Kind.OK, http_status=response.status)
+            else:
+                site = site_key(url)
+                backlog = self._limiter.queued(site)
+                if backlog >= self._max_site_backlog:
+                    # The site is at its limit with jobs already waiting: park this one in a
+                    # delay topic instead of holding a slot other sites' jobs could use.
+                    delay = backlog * self._limiter.delay_s(site)
+                    await self.defer(job, rec, delay, "site_backlog")
+                    return
+                outcome, response = await self._polite_fetch(job, url, site)
         elapsed = time.monotonic() - started
         self._m_fetch_seconds.observe(elapsed)
         self._outcome_counter(outcome).inc()
@@ -201,6 +217,27 @@ class TierProcessor:
             extra=extra,
         )
 
+    async def _from_cache(self, job: ScrapeRequest, url: str) -> CachedResponse | None:
+        """A cached fetch that may answer ``job`` (its first attempt, with ``max_age_s``)."""
+        max_age = job.options.max_age_s
+        if self._cache is None or not max_age or job.attempt != 1 or not self._cache_tiers:
+            return None
+        try:
+            async with asyncio.timeout(self._cache_timeout_s):
+                hit = await self._cache.lookup(
+                    tenant=job.tenant,
+                    key=cache_key(url, job.options),
+                    max_age_s=max_age,
+                    tiers=self._cache_tiers,
+                    shared=self._cache_share and shareable(job.options),
+                )
+        except (CacheUnavailable, TimeoutError) as exc:
+            log.warning("job %s: result cache unavailable, fetching (%s)", job.job_id, exc)
+            self._m_cache["unavailable"].inc()
+            return None
+        self._m_cache["miss" if hit is None else "hit"].inc()
+        return None if hit is None else cached_response(hit)
+
     async def _records(
         self,
         rec: InputRecord,
@@ -223,23 +260,38 @@ class TierProcessor:
         headers = hdr.make(trace_id=job.trace_id, job_id=job.job_id, tenant=job.tenant)
         key = job.job_id.encode()
         write = self._codec.write
-        metering = attempt.metering(job, self.tier, outcome, response, elapsed, self._credits)
+        cached = response if isinstance(response, CachedResponse) else None
+        metering = attempt.metering(
+            job,
+            self.tier,
+            outcome,
+            response,
+            elapsed,
+            self._credits if cached is None else self._cache_credits,
+            cache_hit=cached is not None,
+        )
         records: list[Produced] = [(self._topics.metering, key, write(metering), headers)]
         if decision.action is Action.FINISH:
-            packed = (
-                await attempt.pack(response.body) if response is not None and outcome.ok else None
-            )
+            packed = docs = None
+            if response is not None and outcome.ok:
+                packed = await attempt.pack(response.body)
+                docs = await attempt.derive_documents(job, response)
             result = attempt.result(
-                job, self.tier, outcome, response, elapsed, decision.code, packed
+                job, self.tier, outcome, response, elapsed, decision.code, packed, docs
             )
+            if outcome.ok:
+                result.cache_key = cache_key(job.url, job.options)
+                if cached is not None:
+                    result.cached_from = cached.job_id
             value = write(result)
             if len(value) > self._max_record_bytes:
                 raise ResultTooLarge(
                     f"the result is {len(value)} bytes (gzipped page"
                     f" {len(packed[0]) if packed else 0}, screenshot"
-                    f" {len(result.screenshot or b'')}), more than the {self._max_record_bytes}"
-                    " a result record may carry; ask for a smaller options.max_body_bytes or a"
-                    " viewport screenshot"
+                    f" {len(result.screenshot or b'')}, documents"
+                    f" {sum(len(d.content or b'') for d in result.documents)}), more than the"
+                    f" {self._max_record_bytes} a result record may carry; ask for a smaller"
+                    " options.max_body_bytes, fewer formats or a viewport screenshot"
                 )
             records.append((self._topics.results, key, value, headers))
             self._m_results[result.status].inc()

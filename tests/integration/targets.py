@@ -17,6 +17,24 @@ def page(n: int, size: int = 20_000) -> bytes:
     return head + b"x" * max(0, size - len(head) - len(tail)) + tail
 
 
+# An article with navigation and a footer around it, links and metadata: the formats' page.
+ARTICLE = """<!doctype html><html lang="ja"><head><title>記事のタイトル</title>
+<meta name="description" content="日本語の記事">
+<meta property="og:title" content="OG タイトル">
+<link rel="canonical" href="/article-sjis">
+<script type="application/ld+json">{"@type": "Article", "headline": "記事"}</script>
+</head><body>
+<nav><a href="/">ホーム</a> <a href="/about">概要</a></nav>
+<main><article><h1>記事の見出し</h1>
+<p>これは本文の最初の段落です。十分な長さの文章がここに続きます。</p>
+<ul><li>一つ目</li><li>二つ目</li></ul>
+<p>詳しくは<a href="/page/7">七ページ</a>をご覧ください。
+価格は<span class="price">1,280</span>円です。</p>
+</article></main>
+<footer>(c) フッター <a href="/about">概要</a></footer>
+</body></html>"""
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -35,6 +53,11 @@ class _Handler(BaseHTTPRequestHandler):
         elif path.startswith("/random/"):  # n bytes gzip cannot shrink (same bytes for same n)
             n = int(path.rsplit("/", 1)[1])
             self._send(200, random.Random(n).randbytes(n), "application/octet-stream")
+        elif path.startswith("/counted/"):  # the page, counting requests per path
+            self.server.hits[path] = self.server.hits.get(path, 0) + 1  # type: ignore[attr-defined]
+            self._send(200, ARTICLE.encode(), "text/html; charset=utf-8", {"X-Origin": "target"})
+        elif path == "/article-sjis":  # a page in Shift_JIS, declared in the header only
+            self._send(200, ARTICLE.encode("shift_jis"), "text/html; charset=Shift_JIS")
         elif path == "/redirect":
             self._send(302, b"", "text/plain", {"Location": "/page/0"})
         elif path == "/missing":

@@ -18,7 +18,7 @@ import schemas
 from schemas.codec import BY_NAME, HEADER_LEN, MAGIC, RECORD_NAMES, Codec
 from schemas.errors import DecodeError
 from schemas.options import OPTION_NAMES
-from schemas.records import FetchOptions, Metering
+from schemas.records import Document, FetchOptions
 
 pytestmark = pytest.mark.unit
 
@@ -90,6 +90,10 @@ SAMPLES: dict[str, dict[str, Any]] = {
             "block_resources": ["image", "font"],
             "session_id": "s-1",
             "egress_pool": "eu",
+            "formats": ["markdown", "links", "extract", "screenshot"],
+            "only_main_content": False,
+            "extract": '{"title":{"css":"h1"}}',
+            "max_age_s": 3600,
         },
         "created_at": T0,
         "trace_id": "trace-1",
@@ -115,6 +119,17 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "content_sha256": "ab" * 32,
         "response_headers": {"server": "nginx", "content-type": "text/html"},
         "screenshot": b"\x89PNG\r\n",
+        "documents": [
+            {
+                "format": "markdown",
+                "media_type": "text/markdown; charset=utf-8",
+                "size": 12,
+                "key": "documents/acme/j-/j-1/markdown.gz",
+                "content": b"\x1f\x8b md",
+            }
+        ],
+        "cache_key": "cd" * 32,
+        "cached_from": "j-0",
         "created_at": T0,
         "finished_at": T1,
         "duration_ms": 1333,
@@ -146,6 +161,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "duration_ms": 77,
         "credits": 0,
         "egress_pool": "datacenter",
+        "cache_hit": True,
         "created_at": T0,
         "trace_id": "trace-4",
     },
@@ -311,6 +327,10 @@ def test_decode_request_minimal_json_fills_defaults(codec: Codec) -> None:
             "block_resources": [],
             "session_id": None,
             "egress_pool": None,
+            "formats": ["html"],
+            "only_main_content": True,
+            "extract": None,
+            "max_age_s": None,
         },
         # absent created_at is 0, i.e. the epoch (the processor treats it as "now")
         "created_at": datetime(1970, 1, 1, tzinfo=UTC),
@@ -415,6 +435,8 @@ def _typed_sample(name: str) -> Any:
     values = dict(SAMPLES[name])
     if name == "ScrapeRequest":
         values["options"] = FetchOptions(**values["options"])
+    if name == "ScrapeResult":
+        values["documents"] = [Document(**d) for d in values["documents"]]
     return BY_NAME[name](**values)
 
 
@@ -458,13 +480,41 @@ def test_fetch_options_mirror_their_avro_record_and_the_validator() -> None:
 def test_a_record_written_by_an_earlier_schema_version_is_read_into_the_current_one(
     codec: Codec,
 ) -> None:
-    """Metering version 1 had no egress_pool: such records (still on the topic, or from a
-    producer not upgraded) decode, the new field taking its default."""
-    old = parse_schema(json.loads((AVRO_DIR / "history" / "Metering.1.avsc").read_text()))
-    fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(old), "CRC-64-AVRO"))
-    assert fp != codec.fingerprint("Metering")
-    values = {k: v for k, v in SAMPLES["Metering"].items() if k != "egress_pool"}
-    body = io.BytesIO()
-    fastavro.schemaless_writer(body, old, values)
-    record = codec.read(MAGIC + fp + body.getvalue(), Metering)
-    assert record == Metering(**values, egress_pool=None)
+    """Records of every earlier schema version (still on the topics, or from producers not
+    upgraded) decode, the fields added since taking their defaults: Metering 1 had no
+    egress_pool, Metering 2 no cache_hit; ScrapeRequest 1 had no formats, extract or
+    max_age_s; ScrapeResult 1 no documents or cache fields."""
+    cases: list[tuple[str, str, set[str]]] = [
+        ("Metering", "Metering.1.avsc", {"egress_pool", "cache_hit"}),
+        ("Metering", "Metering.2.avsc", {"cache_hit"}),
+        ("ScrapeResult", "ScrapeResult.1.avsc", {"documents", "cache_key", "cached_from"}),
+        ("ScrapeRequest", "ScrapeRequest.1.avsc", set()),
+    ]
+    added_options = {"formats", "only_main_content", "extract", "max_age_s"}
+    for name, file, added in cases:
+        old = parse_schema(json.loads((AVRO_DIR / "history" / file).read_text()))
+        fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(old), "CRC-64-AVRO"))
+        assert fp != codec.fingerprint(name)
+        values = {k: v for k, v in SAMPLES[name].items() if k not in added}
+        if name == "ScrapeRequest":
+            values["options"] = {
+                k: v for k, v in values["options"].items() if k not in added_options
+            }
+        body = io.BytesIO()
+        fastavro.schemaless_writer(body, old, values)
+        record = codec.read(MAGIC + fp + body.getvalue(), BY_NAME[name])
+        current = _typed_sample(name)
+        for field in dataclasses.fields(current):
+            if field.name in added:
+                expected = (
+                    field.default_factory()
+                    if field.default_factory is not dataclasses.MISSING
+                    else field.default
+                )
+                assert getattr(record, field.name) == expected, (file, field.name)
+            elif field.name == "options":
+                assert record.options == FetchOptions(  # type: ignore[attr-defined]
+                    **values["options"]
+                ), file
+            else:
+                assert getattr(record, field.name) == getattr(current, field.name), (file, field)

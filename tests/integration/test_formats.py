@@ -1,0 +1,100 @@
+"""Formats through the real stack: a job asking for markdown, text, links, metadata and extract
+rules gets each stored as an object of its own, listed on the job and served by the content
+endpoint with its media type; the page itself is served as fetched (raw) and as UTF-8 (html)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.integration.conftest import Stack
+from tests.integration.targets import ARTICLE, TargetSite
+
+pytestmark = pytest.mark.integration
+
+RULES = {
+    "heading": "article h1",
+    "price": {"css": ".price", "type": "number"},
+    "links": {"css": "article a", "attr": "href", "all": True},
+    "missing": ".no-such-thing",
+}
+
+
+async def test_every_format_of_a_shift_jis_article(stack: Stack, target: TargetSite) -> None:
+    url = f"{target.base}/article-sjis"
+    options = {
+        "formats": ["html", "markdown", "text", "links", "metadata", "clean_html"],
+        "extract": RULES,
+    }
+    async with stack.client() as client:
+        resp = await client.post(
+            "/v1/jobs", params={"wait": 60}, json={"url": url, "tier": "http", "options": options}
+        )
+        assert resp.status_code == 200, resp.text
+        job = resp.json()
+        assert job["status"] == "succeeded", job
+        formats = job["formats"]
+        assert set(formats) == {
+            "html",
+            "raw",
+            "markdown",
+            "text",
+            "links",
+            "metadata",
+            "clean_html",
+            "extract",
+        }, formats
+        got = {}
+        for name, view in formats.items():
+            r = await client.get(view["url"])
+            assert r.status_code == 200, (name, r.text)
+            assert r.headers["content-type"].split(";")[0] == view["media_type"].split(";")[0]
+            assert r.headers["x-content-type-options"] == "nosniff"
+            got[name] = r.content
+
+        # raw is the bytes as sent (Shift_JIS); html and every text format are UTF-8.
+        assert got["raw"] == ARTICLE.encode("shift_jis")
+        assert got["html"].decode("utf-8") == ARTICLE
+        markdown = got["markdown"].decode("utf-8")
+        assert "記事の見出し" in markdown and "これは本文の最初の段落です" in markdown
+        assert "フッター" not in markdown  # main content only, by default
+        assert "七ページ" in got["text"].decode("utf-8")
+        links = json.loads(got["links"])
+        assert f"{target.base}/page/7" in [link["url"] for link in links]
+        assert len({link["url"] for link in links}) == len(links)  # deduplicated
+        meta = json.loads(got["metadata"])
+        assert meta["title"] == "記事のタイトル" and meta["language"] == "ja"
+        assert meta["canonical"] == f"{target.base}/article-sjis"
+        extracted = json.loads(got["extract"])
+        assert extracted["heading"] == "記事の見出し"
+        assert extracted["price"] == 1280
+        assert extracted["links"] == [f"{target.base}/page/7"]
+        assert extracted["missing"] is None
+
+        # A format the job did not ask for, and a name that is no format.
+        r = await client.get(f"/v1/jobs/{job['job_id']}/content", params={"format": "screenshot"})
+        assert r.status_code == 404 and r.json()["error"]["code"] == "format_not_available"
+        r = await client.get(f"/v1/jobs/{job['job_id']}/content", params={"format": "pdf"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_format"
+
+
+async def test_a_bad_selector_is_a_400_and_queues_nothing(stack: Stack, target: TargetSite) -> None:
+    async with stack.client() as client:
+        for rules in ({"x": "a[[["}, {"x": {"xpath": "//*["}}, {"x": {"css": "a", "bogus": 1}}):
+            resp = await client.post(
+                "/v1/jobs", json={"url": f"{target.base}/page/1", "options": {"extract": rules}}
+            )
+            assert resp.status_code == 400, resp.text
+            assert resp.json()["error"]["code"] == "invalid_request"
+            assert "options.extract.x" in resp.json()["error"]["message"]
+
+
+async def test_a_job_without_formats_has_the_page_only(stack: Stack, target: TargetSite) -> None:
+    async with stack.client() as client:
+        resp = await client.post(
+            "/v1/jobs", params={"wait": 60}, json={"url": f"{target.base}/page/3", "tier": "http"}
+        )
+        job = resp.json()
+    assert job["status"] == "succeeded"
+    assert set(job["formats"]) == {"html", "raw"}
