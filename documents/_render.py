@@ -15,7 +15,25 @@ __all__ = ["to_clean_html", "to_markdown", "to_text"]
 
 _MARKDOWN_OPTIONS_CACHE: dict[str, html_to_markdown.ConversionOptions] = {}
 # Our own boilerplate removal decides what is content; the converter's would differ by mode.
-_NO_PREPROCESSING: Final = html_to_markdown.PreprocessingOptions(enabled=False)
+_NO_PREPROCESSING: Final = html_to_markdown.PreprocessingOptions(
+    enabled=False, preset=html_to_markdown.PreprocessingPreset.MINIMAL
+)
+# Every enum option given as the enum, not its default string: html-to-markdown converts
+# string options on each call, which cost as much as converting a 20 KB page.
+_ENUM_OPTIONS: Final[dict[str, object]] = {
+    "heading_style": html_to_markdown.HeadingStyle.ATX,
+    "list_indent_type": html_to_markdown.ListIndentType.SPACES,
+    "highlight_style": html_to_markdown.HighlightStyle.DOUBLE_EQUAL,
+    "whitespace_mode": html_to_markdown.WhitespaceMode.NORMALIZED,
+    "newline_style": html_to_markdown.NewlineStyle.SPACES,
+    "code_block_style": html_to_markdown.CodeBlockStyle.BACKTICKS,
+    "inline_data_media": html_to_markdown.InlineDataMedia.KEEP,
+    "hidden_content": html_to_markdown.HiddenContent.DROP,
+    "url_escape_style": html_to_markdown.UrlEscapeStyle.ANGLE,
+    "link_style": html_to_markdown.LinkStyle.INLINE,
+    "output_format": html_to_markdown.OutputFormat.MARKDOWN,
+    "tier_strategy": html_to_markdown.TierStrategy.AUTO,
+}
 
 # Blocks separated by a blank line, and lines separated by a newline, in the text format.
 _PARAGRAPHS: Final = frozenset(
@@ -57,6 +75,7 @@ def to_markdown(el: HtmlElement, base: str) -> str:
             base_url=base,
             max_depth=512,
             bullets="-",
+            **_ENUM_OPTIONS,  # type: ignore[arg-type]
         )
         _MARKDOWN_OPTIONS_CACHE[base] = options
     html = etree.tostring(el, method="html", encoding="unicode", with_tail=False)
