@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 import ahocorasick_rs
 
+from documents import looks_like_js_shell
+
 SCAN_BYTES = 128 * 1024  # login and JS-shell checks
 WALL_SCAN_BYTES = 16 * 1024  # bot-wall markers: challenge pages are small
 
@@ -83,22 +85,13 @@ LOGIN_PATHS = re.compile(
 )
 PASSWORD_FORM = re.compile(r"<input[^>]+type=[\"']?password")
 
-_SCRIPT_OR_STYLE = re.compile(r"<(script|style|noscript|template)\b[\s\S]*?</\1\s*>")
-_TAG = re.compile(r"<[^>]+>")
-# Signs of a page that JavaScript fills in: an empty app root, or words asking for JavaScript.
-# Separate searches, not one alternation: each then scans with a literal prefix (~5x faster
-# over a 30 KB page than an alternation).
-_JS_APP_IDS = ("root", "app", "__next", "___gatsby", "svelte")
-_JS_APP_ROOT = re.compile(r"<div[^>]+id=[\"'](" + "|".join(_JS_APP_IDS) + r")[\"'][^>]*>\s*</div>")
-_JS_WORDS = ("<noscript>", "enable javascript", "requires javascript")
-# A page that has_js_app_hint() says yes to contains one of these (the app root's id= as the
-# regex spells it), so the http tier's 2xx pages without any skip the decode and the regex.
-_JS_HINTS = _any_of([*_JS_WORDS, *(f"id={q}{i}{q}" for i in _JS_APP_IDS for q in "\"'")])
-
-
-def has_js_app_hint(text: str) -> bool:
-    """Whether lower-cased HTML shows a sign of being rendered by JavaScript."""
-    return any(w in text for w in _JS_WORDS) or _JS_APP_ROOT.search(text) is not None
+# What a page rendered by JavaScript cannot do without: a script, or words about JavaScript
+# (in a <noscript> or in the text). A page with none of these (nearly every page the http tier
+# fetches, and every page of the bench) skips the decode and the parse; the rest is decided by
+# parsing the page (documents.looks_like_js_shell), so how its markup is spelled does not matter
+# (``<div id=app></div>`` unquoted, as minifiers write it, is the same empty app root).
+JS_SIGNS = ("<script", "<noscript", "javascript")
+_JS_HINTS = _any_of(list(JS_SIGNS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,11 +135,14 @@ def _ascii_compatible(charset: str) -> bool:
         return False
 
 
-def _may_have_js_app_hint(body: bytes, charset: str) -> bool:
-    """False only when has_js_app_hint() of the page is sure to be False: one cheap pass."""
-    if not _ascii_compatible(charset):
-        return True
-    return bool(_JS_HINTS.find_matches_as_indexes(body[:SCAN_BYTES].lower()))
+def _may_be_js_shell(body: bytes, charset: str) -> bool:
+    """Whether the page has a script or words about JavaScript (:data:`JS_SIGNS`): a page
+    without any is never a JavaScript shell. One pass over the raw bytes where the charset
+    keeps ASCII as ASCII."""
+    if _ascii_compatible(charset):
+        return bool(_JS_HINTS.find_matches_as_indexes(body[:SCAN_BYTES].lower()))
+    text = _decode(body[:SCAN_BYTES], charset).lower()
+    return any(sign in text for sign in JS_SIGNS)
 
 
 def _bot_wall_marker(body: bytes, charset: str) -> str | None:
@@ -159,12 +155,6 @@ def _bot_wall_marker(body: bytes, charset: str) -> str | None:
         if any(h in head for h in marker.hints) and marker.pattern.search(head):
             return marker.name
     return None
-
-
-def visible_text_length(html: str) -> int:
-    """Non-space characters outside tags, scripts and styles."""
-    text = _TAG.sub(" ", _SCRIPT_OR_STYLE.sub(" ", html))
-    return len("".join(text.split()))
 
 
 def inspect(
@@ -195,8 +185,11 @@ def inspect(
         text = _decode(body[:SCAN_BYTES], charset).lower()
         if PASSWORD_FORM.search(text):
             return Verdict("login_wall", "redirected_to_login")
-    if tier == "http" and 200 <= status < 300 and _may_have_js_app_hint(body, charset):
-        text = text if text is not None else _decode(body[:SCAN_BYTES], charset).lower()
-        if has_js_app_hint(text) and visible_text_length(text) < min_text_chars:
-            return Verdict("js_shell", "empty_js_shell")
+    if (
+        tier == "http"
+        and 200 <= status < 300
+        and _may_be_js_shell(body, charset)
+        and looks_like_js_shell(_decode(body[:SCAN_BYTES], charset), min_text_chars)
+    ):
+        return Verdict("js_shell", "empty_js_shell")
     return Verdict("content")

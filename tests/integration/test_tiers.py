@@ -35,6 +35,12 @@ SHELL = (
     "document.getElementById('root').innerHTML = '<p>' + 'Rendered by JavaScript. '.repeat(30)"
     " + '</p>';</script></body></html>"
 )
+# The same app as minifiers write it: the app root's id unquoted.
+MINIFIED_SHELL = (
+    "<html><head><title>app</title></head><body><div id=app></div><script>"
+    "document.getElementById('app').innerHTML = '<p>' + 'Rendered by JavaScript. '.repeat(30)"
+    " + '</p>';</script></body></html>"
+)
 CHALLENGE = (
     "<html><body>checking<script>document.cookie = 'js_ok=1; path=/'; location.reload();"
     "</script></body></html>"
@@ -55,6 +61,8 @@ class JsSite:
                 status = 200
                 if path.startswith("/js-only/"):
                     body = SHELL
+                elif path.startswith("/js-minified/"):
+                    body = MINIFIED_SHELL
                 elif path.startswith("/needs-js/"):
                     if "js_ok=1" in cookies:
                         body = "<html><body><p>" + "Welcome, browser. " * 30 + "</p></body></html>"
@@ -161,10 +169,12 @@ async def _escalations(st: Stack, job_ids: set[str]) -> list[Escalation]:
     return found
 
 
+@pytest.mark.parametrize("path", ["/js-only/1", "/js-minified/1"])
 async def test_a_javascript_page_escalates_from_http_and_the_browser_renders_it(
-    tier_stack: Stack, js_site: JsSite
+    tier_stack: Stack, js_site: JsSite, path: str
 ) -> None:
-    row = await _submit(tier_stack, {"url": f"{js_site.base}/js-only/1", "tier": "http"})
+    """Whatever the markup's spelling: the app root quoted or not."""
+    row = await _submit(tier_stack, {"url": f"{js_site.base}{path}", "tier": "http"})
     assert (row["status"], row["tier"], row["attempts"]) == ("succeeded", "browser", 2), row
     async with tier_stack.client() as client:
         content = (await client.get(f"/v1/jobs/{row['job_id']}/content")).text

@@ -8,7 +8,7 @@ import pytest
 
 from schemas import ErrorCode
 from streams.fetchers.base import FetchResponse
-from streams.tier.blocking import has_js_app_hint, inspect, visible_text_length
+from streams.tier.blocking import inspect
 from streams.tier.outcome import Kind, Outcome, classify_response
 from streams.tier.policy import Action, RetryPolicy, decide, next_tier
 
@@ -48,7 +48,6 @@ def test_js_shell_is_blocked_for_http_only() -> None:
     assert classify_response(page(200, SHELL), "http").marker == "empty_js_shell"
     assert classify_response(page(200, SHELL), "browser").kind is Kind.OK
     assert classify_response(page(200, ARTICLE), "http").kind is Kind.OK
-    assert visible_text_length(SHELL) == 0
 
 
 def test_redirect_to_a_login_form_is_a_login_wall() -> None:
@@ -146,17 +145,22 @@ def test_ok_and_fatal_finish() -> None:
 
 
 @pytest.mark.parametrize(
-    ("html", "hint"),
+    ("html", "shell"),
     [
         ('<body><div id="root"></div><script src="/app.js"></script></body>', True),
-        ("<div class='x' id='__next' >\n </div>", True),
-        ("<div id=app></div>", False),  # unquoted ids are not matched (as before)
-        ('<div id="root"><p>server-rendered</p></div>', False),
-        ("<noscript>you need it</noscript>", True),
+        ("<div class='x' id='__next' >\n </div><script src=/a.js></script>", True),
+        # However the markup is spelled: unquoted (as minifiers write it), upper case, spaces.
+        ("<div id=app></div><script src=/app.js></script>", True),
+        ("<DIV ID='ROOT'></DIV><SCRIPT SRC=/app.js></SCRIPT>", True),
+        ('<div data-x=1 id = "app" ></div><script>boot()</script>', True),
+        ('<div id="root"><p>server-rendered</p></div><script src=/a.js></script>', False),
+        ("<noscript>You need to enable JavaScript to run this app.</noscript>", True),
         ("please enable javascript to continue", True),
         ("this site requires javascript", True),
         ("<p>plain article text about javascript frameworks</p>", False),
+        ("<div id=app>" + "<p>Server-rendered words of an article.</p>" * 10 + "</div>", False),
     ],
 )
-def test_js_app_hints(html: str, hint: bool) -> None:
-    assert has_js_app_hint(html.lower()) is hint
+def test_js_shells_whatever_the_spelling(html: str, shell: bool) -> None:
+    verdict = classify_response(page(200, html), "http")
+    assert (verdict.marker == "empty_js_shell") is shell, verdict

@@ -13,16 +13,16 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from documents import looks_like_js_shell
 from streams.tier.blocking import (
     BOT_WALL_MARKERS,
+    JS_SIGNS,
     LOGIN_PATHS,
     PASSWORD_FORM,
     WALL_SCAN_BYTES,
     Verdict,
     decode_for_scan,
-    has_js_app_hint,
     inspect,
-    visible_text_length,
 )
 
 pytestmark = pytest.mark.unit
@@ -81,8 +81,8 @@ def reference(
         if (
             tier == "http"
             and 200 <= status < 300
-            and has_js_app_hint(text)
-            and visible_text_length(text) < 200
+            and any(sign in text for sign in JS_SIGNS)
+            and looks_like_js_shell(decode_for_scan(body, content_type), 200)
         ):
             return Verdict("js_shell", "empty_js_shell")
     return Verdict("content")
