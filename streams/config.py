@@ -105,6 +105,14 @@ class WorkerConfig(BaseModel):
         ge=6,
         description="Kafka group session timeout: how soon a dead worker's partitions move.",
     )
+    extract_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description=(
+            "Longest a job's extraction rules may run on one page (in a child process); past"
+            " it they are stopped and the job has no extract document."
+        ),
+    )
     cache_credits: int = Field(
         0, ge=0, description="Credits a job answered from the result cache costs."
     )

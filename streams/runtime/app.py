@@ -30,6 +30,7 @@ from streams.metrics import BrowserPoolCollector, StreamMetrics
 from streams.politeness import RobotsCache, SiteLimiter
 from streams.runtime.faust_io import dead_letter, event_headers, new_app, raw_topic
 from streams.runtime.ordered import OrderedAcks
+from streams.tier.extract_runner import ExtractRunner
 from streams.tier.processor import InputRecord, TierProcessor
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ def build_app(
                 limits,
                 kafka.max_message_bytes,
                 cache,
+                ExtractRunner(worker.extract_timeout_s),
             )
             window: OrderedAcks[Any] = OrderedAcks(in_flight, noack.ack)
             try:

@@ -29,6 +29,7 @@ from schemas.records import (
 )
 from schemas.text import storable, storable_map
 from streams.fetchers.base import FetchResponse
+from streams.tier.extract_runner import ExtractRunner, ExtractTimeout
 from streams.tier.outcome import Kind, Outcome
 
 # Bodies at least this big are compressed and hashed on a helper thread: ISA-L and hashlib
@@ -66,40 +67,79 @@ def wanted_documents(job: ScrapeRequest) -> list[str]:
 def make_documents(job: ScrapeRequest, resp: FetchResponse, wanted: list[str]) -> list[Document]:
     """The derived formats of a fetched page, each gzipped and named where the sink stores it.
 
-    CPU only (the parser, the converters, gzip); :func:`documents.derive` never raises."""
-    opts = job.options
+    CPU only (the parser, the converters, gzip); :func:`documents.derive` never raises.
+    Extraction rules are not applied here: see :func:`derive_documents`."""
     made = documents.derive(
         resp.body,
         content_type=resp.content_type,
         url=resp.final_url,
         status=resp.status,
         headers=resp.headers,
-        formats=wanted,
-        only_main_content=opts.only_main_content,
-        extract=rules_from_json(opts.extract) if opts.extract else None,
+        formats=[f for f in wanted if f != Format.EXTRACT],
+        only_main_content=job.options.only_main_content,
     )
-    return [
-        Document(
-            format=fmt,
-            media_type=MEDIA_TYPES[Format(fmt)],
-            size=len(data),
-            key=document_object_key(job.tenant, job.job_id, fmt),
-            content=igzip.compress(data, compresslevel=1, mtime=0),
-        )
-        for fmt, data in made.items()
-    ]
+    return [_document(job, fmt, data) for fmt, data in made.items()]
 
 
-async def derive_documents(job: ScrapeRequest, resp: FetchResponse) -> list[Document]:
-    """:func:`make_documents` for what ``job`` asks, off the event loop for big pages (lxml
-    parses without the GIL)."""
+def _document(job: ScrapeRequest, fmt: str, data: bytes) -> Document:
+    return Document(
+        format=fmt,
+        media_type=MEDIA_TYPES[Format(fmt)],
+        size=len(data),
+        key=document_object_key(job.tenant, job.job_id, fmt),
+        content=igzip.compress(data, compresslevel=1, mtime=0),
+    )
+
+
+async def derive_documents(
+    job: ScrapeRequest, resp: FetchResponse, extractor: ExtractRunner | None
+) -> tuple[list[Document], str | None]:
+    """The documents ``job`` asks for, and a note when one could not be made.
+
+    Formats are made here, off the event loop for big pages (lxml parses without the GIL);
+    extraction rules, whose cost on a page no check can bound, run in ``extractor``'s child
+    process under its deadline."""
     wanted = wanted_documents(job)
     if not wanted:
-        return []
+        return [], None
     if len(resp.body) < OFFLOAD_BYTES:
-        return make_documents(job, resp, wanted)
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(None, make_documents, job, resp, wanted)
+        docs = make_documents(job, resp, wanted)
+    else:
+        loop = asyncio.get_running_loop()
+        docs = await loop.run_in_executor(None, make_documents, job, resp, wanted)
+    note = None
+    if Format.EXTRACT in wanted and job.options.extract:
+        try:
+            if extractor is None:
+                data = extract_here(resp, job.options.extract)
+            else:
+                data = await extractor.extract(
+                    resp.body,
+                    content_type=resp.content_type,
+                    url=resp.final_url,
+                    status=resp.status,
+                    headers=resp.headers,
+                    rules_json=job.options.extract,
+                )
+        except ExtractTimeout as exc:
+            note = f"extract: {exc}"
+        else:
+            docs.insert(wanted.index(Format.EXTRACT), _document(job, Format.EXTRACT.value, data))
+    return docs, note
+
+
+def extract_here(resp: FetchResponse, rules_json: str) -> bytes:
+    """The extract document made in this process (tests, tools: no deadline)."""
+    made = documents.derive(
+        resp.body,
+        content_type=resp.content_type,
+        url=resp.final_url,
+        status=resp.status,
+        headers=resp.headers,
+        formats=[Format.EXTRACT.value],
+        extract=rules_from_json(rules_json),
+    )
+    return made.get(Format.EXTRACT.value, b"{}")
 
 
 def result(

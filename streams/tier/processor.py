@@ -40,6 +40,7 @@ from streams.metrics import StreamMetrics
 from streams.politeness import RobotsCache, SiteLimiter
 from streams.politeness.limits import Feedback
 from streams.tier import attempt
+from streams.tier.extract_runner import ExtractRunner
 from streams.tier.outcome import Kind, Outcome, classify_error, classify_response
 from streams.tier.policy import Action, RetryPolicy, decide
 
@@ -86,8 +87,10 @@ class TierProcessor:
         limits: JobLimits = DEFAULT_LIMITS,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         cache: FetchCache | None = None,
+        extractor: ExtractRunner | None = None,
     ) -> None:
         self.tier = tier
+        self._extractor = extractor
         self._cache = cache
         self._cache_credits = worker_config.cache_credits
         self._cache_share = worker_config.cache_share_public
@@ -272,13 +275,15 @@ class TierProcessor:
         )
         records: list[Produced] = [(self._topics.metering, key, write(metering), headers)]
         if decision.action is Action.FINISH:
-            packed = docs = None
+            packed = docs = note = None
             if response is not None and outcome.ok:
                 packed = await attempt.pack(response.body)
-                docs = await attempt.derive_documents(job, response)
+                docs, note = await attempt.derive_documents(job, response, self._extractor)
             result = attempt.result(
                 job, self.tier, outcome, response, elapsed, decision.code, packed, docs
             )
+            if note is not None:
+                result.error_message = note  # a format the job asked for could not be made
             if outcome.ok:
                 result.cache_key = cache_key(job.url, job.options)
                 if cached is not None:

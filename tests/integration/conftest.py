@@ -197,6 +197,8 @@ def stack(
             "SCRAPIFIE_WORKER__SITE_LIMITS": json.dumps(limits),
             # Short backoff keeps retries in the 5 s delay topic.
             "SCRAPIFIE_WORKER__RETRY_BASE_DELAY_S": "0.5",
+            # Extraction rules past this are stopped (test_formats.py has one that never ends).
+            "SCRAPIFIE_WORKER__EXTRACT_TIMEOUT_S": "3",
         },
     ) as st:
         yield st

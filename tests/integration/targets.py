@@ -56,6 +56,12 @@ class _Handler(BaseHTTPRequestHandler):
         elif path.startswith("/counted/"):  # the page, counting requests per path
             self.server.hits[path] = self.server.hits.get(path, 0) + 1  # type: ignore[attr-defined]
             self._send(200, ARTICLE.encode(), "text/html; charset=utf-8", {"X-Origin": "target"})
+        elif path == "/many-nodes":  # 40,000 elements: a quadratic selector takes minutes
+            self._send(
+                200,
+                b"<html><body>" + b"<div><p>x</p></div>" * 40_000 + b"</body></html>",
+                "text/html",
+            )
         elif path == "/article-sjis":  # a page in Shift_JIS, declared in the header only
             self._send(200, ARTICLE.encode("shift_jis"), "text/html; charset=Shift_JIS")
         elif path == "/redirect":

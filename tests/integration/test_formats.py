@@ -98,3 +98,30 @@ async def test_a_job_without_formats_has_the_page_only(stack: Stack, target: Tar
         job = resp.json()
     assert job["status"] == "succeeded"
     assert set(job["formats"]) == {"html", "raw"}
+
+
+async def test_a_runaway_selector_is_stopped_and_harms_nothing(
+    stack: Stack, target: TargetSite
+) -> None:
+    """A rule that is valid but quadratic on a big page runs past the deadline: it is stopped,
+    the job succeeds with its page and without extract (the message says why), and the
+    worker's next job is served as usual."""
+    slow = {"n": {"xpath": "//*[count(following::*) > count(preceding::*)]", "all": True}}
+    async with stack.client() as client:
+        resp = await client.post(
+            "/v1/jobs",
+            params={"wait": 60},
+            json={"url": f"{target.base}/many-nodes", "tier": "http", "options": {"extract": slow}},
+        )
+        job = resp.json()
+        assert job["status"] == "succeeded", job
+        assert "extract" not in job["formats"] and "raw" in job["formats"]
+        assert "extract: the extraction rules ran past" in job["error_message"]
+        after = await client.post(
+            "/v1/jobs",
+            params={"wait": 30},
+            json={"url": f"{target.base}/page/4", "options": {"extract": {"t": "h1"}}},
+        )
+        assert after.json()["status"] == "succeeded"
+        extracted = await client.get(after.json()["formats"]["extract"]["url"])
+        assert extracted.json() == {"t": "Page 4"}
