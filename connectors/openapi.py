@@ -16,9 +16,11 @@ from typing import Any, Final
 from pydantic import TypeAdapter
 
 from connectors.api import SUBMISSION_FIELDS
+from connectors.openapi_parts import EXAMPLES, EXTRACT_RULE
 from connectors.views import AttemptEvent, EscalationEvent, FormatView, JobView
+from schemas.cache import MAX_AGE_S
 from schemas.errors import ErrorCode
-from schemas.extract import MAX_DEPTH, MAX_NAME_CHARS, MAX_RULES, MAX_SELECTOR_CHARS, VALUE_TYPES
+from schemas.extract import MAX_NAME_CHARS, MAX_RULES
 from schemas.options import (
     FORBIDDEN_HEADERS,
     FORMAT_NAMES,
@@ -36,62 +38,8 @@ _TOKEN_PATTERN = r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$"
 _PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 _SHORT_STRINGS = ("wait_for", "session_id", "egress_pool")
 
+
 # Submissions every deployment accepts (the tests post each to a running gateway).
-EXAMPLES: Final[dict[str, dict[str, Any]]] = {
-    "minimal": {"value": {"url": "https://example.com/"}},
-    "http tier with options": {
-        "value": {
-            "url": "https://example.com/products?page=2",
-            "tier": "http",
-            "job_id": "6f0c1d2e-3a4b-4c5d-8e6f-7a8b9c0d1e2f",
-            "options": {
-                "timeout_s": 20,
-                "max_body_bytes": 2_000_000,
-                "headers": {"Accept-Language": "en"},
-            },
-        }
-    },
-    "browser with a screenshot": {
-        "value": {
-            "url": "https://example.com/app",
-            "tier": "browser",
-            "options": {
-                "wait_until": "networkidle",
-                "wait_for": "#content",
-                "screenshot": "viewport",
-                "block_resources": ["font", "media"],
-            },
-        }
-    },
-    "markdown, links and metadata": {
-        "value": {
-            "url": "https://example.com/blog/post",
-            "options": {"formats": ["markdown", "links", "metadata"]},
-        }
-    },
-    "extraction rules": {
-        "value": {
-            "url": "https://example.com/shop",
-            "tier": "http",
-            "options": {
-                "extract": {
-                    "title": "h1",
-                    "products": {
-                        "css": ".product",
-                        "all": True,
-                        "fields": {
-                            "name": ".name",
-                            "price": {"css": ".price", "type": "number"},
-                            "link": {"css": "a", "attr": "href"},
-                        },
-                    },
-                }
-            },
-        }
-    },
-}
-
-
 def _schemas(cls: type[Any]) -> dict[str, Any]:
     """JSON Schemas of ``cls`` and everything it refers to, by name, with field docs."""
     schema = TypeAdapter(cls).json_schema(ref_template=_REF, mode="serialization")
@@ -150,6 +98,10 @@ def _options_schema(limits: JobLimits) -> dict[str, Any]:
         "minItems": 1,
         "description": props["formats"]["description"]
         + " Listed once each, in order; extract rules and the screenshot option add theirs.",
+    }
+    props["max_age_s"] = {
+        **props["max_age_s"],
+        "anyOf": [{"type": "integer", "minimum": 0, "maximum": MAX_AGE_S}, {"type": "null"}],
     }
     props["extract"] = {
         "anyOf": [
@@ -252,37 +204,6 @@ _SAFE = {
 _DATACLASSES: Final[dict[str, type[Any]]] = {
     c.__name__: c for c in (FetchOptions, JobView, AttemptEvent, EscalationEvent, FormatView)
 }
-_SELECTOR = {"type": "string", "minLength": 1, "maxLength": MAX_SELECTOR_CHARS}
-_EXTRACT_RULE: Final[dict[str, Any]] = {
-    "description": f"A CSS selector, or a rule object (at most {MAX_RULES} rules in all, nested"
-    f" {MAX_DEPTH} deep).",
-    "anyOf": [
-        {**_SELECTOR, "description": "CSS selector: the text of the first match"},
-        {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "css": _SELECTOR,
-                "xpath": _SELECTOR,
-                "attr": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": MAX_NAME_CHARS,
-                    "description": "take this attribute (href and src made absolute)",
-                },
-                "all": {"type": "boolean", "description": "a list of every match"},
-                "type": {"type": "string", "enum": list(VALUE_TYPES)},
-                "fields": {
-                    "type": "object",
-                    "minProperties": 1,
-                    "additionalProperties": {"$ref": _REF.format(model="ExtractRule")},
-                    "description": "an object per match, these rules relative to it",
-                },
-            },
-            "oneOf": [{"required": ["css"]}, {"required": ["xpath"]}],
-        },
-    ],
-}
 
 
 def build_openapi(
@@ -293,7 +214,7 @@ def build_openapi(
         **_schemas(JobView),
         "FetchOptions": _options_schema(limits),
         "JobSubmission": _submission_schema(tiers),
-        "ExtractRule": _EXTRACT_RULE,
+        "ExtractRule": EXTRACT_RULE,
         "JobStatus": {
             "type": "string",
             "enum": [s.value for s in JobStatus],
