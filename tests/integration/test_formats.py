@@ -4,11 +4,13 @@ endpoint with its media type; the page itself is served as fetched (raw) and as 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
 
 import pytest
 
-from tests.integration.conftest import Stack
+from tests.integration.conftest import REPO, Stack
 from tests.integration.targets import ARTICLE, TargetSite
 
 pytestmark = pytest.mark.integration
@@ -125,3 +127,35 @@ async def test_a_runaway_selector_is_stopped_and_harms_nothing(
         assert after.json()["status"] == "succeeded"
         extracted = await client.get(after.json()["formats"]["extract"]["url"])
         assert extracted.json() == {"t": "Page 4"}
+
+
+async def test_the_readme_consumer_example_reads_the_results(
+    stack: Stack, target: TargetSite
+) -> None:
+    """examples/consume_results.py (fastavro and the .avsc files only) reads the results a
+    live stack wrote, formats included."""
+    async with stack.client() as client:
+        resp = await client.post(
+            "/v1/jobs",
+            params={"wait": 60},
+            json={"url": f"{target.base}/page/9", "options": {"formats": ["markdown"]}},
+        )
+        assert resp.json()["status"] == "succeeded"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(REPO / "examples" / "consume_results.py"),
+        "--bootstrap",
+        stack.kafka.bootstrap,
+        "--topic",
+        stack.kafka.topics.results,
+        "--schemas",
+        str(REPO / "schemas" / "avro"),
+        "--max",
+        "1",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    line = out.decode().splitlines()[0].split(" ", 3)
+    assert line[1] in ("succeeded", "failed"), out
