@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
-import secrets
 
 import psycopg
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from schemas.kafka import KafkaConfig
+from scrapifie import accounts
+from scrapifie.accounts import hash_key
+
+__all__ = ["add_tenant", "ensure_topic", "ensure_topics", "hash_key", "list_tenants", "list_topics"]
 
 log = logging.getLogger(__name__)
 
@@ -72,23 +74,18 @@ async def list_topics(kafka: KafkaConfig) -> dict[str, int]:
         await admin.close()
 
 
-def hash_key(api_key: str) -> str:
-    return hashlib.sha256(api_key.encode()).hexdigest()
-
-
 async def add_tenant(dsn: str, tenant: str, credits: int, api_key: str | None = None) -> str:
-    """Create (or re-key) a tenant; returns its API key. Only the key's hash is stored."""
-    key = api_key or f"sk_{secrets.token_urlsafe(24)}"
+    """Create ``tenant`` with ``credits`` if it does not exist (an existing tenant keeps its
+    balance and settings), and give it a key: ``api_key`` or a new random one; returns the key.
+    The tenant's other keys stay valid. Only the key's hash is stored."""
     async with await psycopg.AsyncConnection.connect(dsn) as conn:
-        await conn.execute(
-            "INSERT INTO tenants (tenant_id, api_key_sha256, credits) VALUES (%s, %s, %s)"
-            " ON CONFLICT (tenant_id) DO UPDATE SET api_key_sha256 = EXCLUDED.api_key_sha256",
-            (tenant, hash_key(key), credits),
-        )
+        created = await accounts.create_tenant(conn, tenant, credits)
+        label = "first key" if created else None
+        _key_id, key = await accounts.add_key(conn, tenant, label, api_key)
     return key
 
 
 async def list_tenants(dsn: str) -> list[tuple[str, int]]:
+    """``(tenant, credits)`` of every tenant, by name."""
     async with await psycopg.AsyncConnection.connect(dsn) as conn:
-        cur = await conn.execute("SELECT tenant_id, credits FROM tenants ORDER BY tenant_id")
-        return [(r[0], int(r[1])) for r in await cur.fetchall()]
+        return [(t.tenant_id, t.credits) for t in await accounts.tenants(conn)]
