@@ -10,7 +10,6 @@ included, has the body ``{"error": {"code": ..., "message": <what to fix>}}`` an
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 import uuid
@@ -40,6 +39,7 @@ from connectors.api import (
     request_trace_id,
     wait_param,
 )
+from connectors.auth import KEY_SQL, Authenticator
 from connectors.config import GatewayConfig
 from connectors.content import SAFE_HEADERS, send_format
 from connectors.openapi import build_openapi
@@ -59,7 +59,6 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TENANT: web.RequestKey[str] = web.RequestKey("tenant", str)
 TRACE: web.RequestKey[str] = web.RequestKey("trace_id", str)
-KEY_CACHE_TTL_S = 60.0
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
 
@@ -83,7 +82,7 @@ class Gateway:
         self._enabled_tiers = (*config.tiers, AUTO)
         self._openapi = build_openapi(limits, config.tiers, config.max_batch, config.max_wait_s)
         self._codec = default_codec()
-        self._keys: dict[str, tuple[str, float]] = {}
+        self._auth = Authenticator(lambda digest: self._fetchone(KEY_SQL, digest))
         self._producer: EventProducer | None = None
         self._pool: AsyncConnectionPool | None = None
         self._requests = Counter(
@@ -168,7 +167,7 @@ class Gateway:
         try:
             request[TRACE] = request_trace_id(request.headers.get("X-Request-ID"), request[TRACE])
             if request.path.startswith("/v1/"):
-                request[TENANT] = await self._authenticate(request)
+                request[TENANT] = await self._auth.tenant(request.headers.get("Authorization"))
             resp = await handler(request)
         except ApiError as exc:
             resp = self._error(route, exc.status, exc.code, exc.message, exc.headers)
@@ -211,29 +210,6 @@ class Gateway:
     ) -> web.Response:
         self._errors.labels(route, code).inc()
         return error_response(status, code, message, headers)
-
-    async def _authenticate(self, request: web.Request) -> str:
-        auth = request.headers.get("Authorization", "")
-        if not auth.startswith("Bearer ") or not auth[7:].strip():
-            raise ApiError(401, "unauthorized", "send 'Authorization: Bearer <api key>'")
-        # surrogateescape: aiohttp keeps non-UTF-8 header bytes as lone surrogates; hash the bytes.
-        digest = hashlib.sha256(auth[7:].strip().encode("utf-8", "surrogateescape")).hexdigest()
-        cached = self._keys.get(digest)
-        now = time.monotonic()
-        if cached and now - cached[1] < KEY_CACHE_TTL_S:
-            return cached[0]
-        try:
-            row = await self._fetchone(
-                "SELECT tenant_id FROM tenants WHERE api_key_sha256 = %s", digest
-            )
-        except ApiError:
-            if cached:  # database away: keep serving known keys so jobs still flow into Kafka
-                return cached[0]
-            raise
-        if row is None:
-            raise ApiError(401, "unauthorized", "unknown API key")
-        self._keys[digest] = (row["tenant_id"], now)
-        return str(row["tenant_id"])
 
     async def _fetchone(self, sql: str, *args: Any) -> dict[str, Any] | None:
         rows = await self._query(sql, args, one=True)
