@@ -14,7 +14,7 @@ from pathlib import Path
 
 from prometheus_client import REGISTRY, start_http_server
 
-from scrapifie import logs
+from scrapifie import logs, tenants
 from scrapifie.settings import Settings
 from streams.browser.config import BrowserConfig
 
@@ -68,11 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("migrate", help="apply database migrations")
     s.set_defaults(func=_migrate)
 
-    s = sub.add_parser("tenants", help="list tenants, or add one with --add NAME")
-    s.add_argument("--add", metavar="NAME")
-    s.add_argument("--credits", type=int, default=100_000)
-    s.add_argument("--api-key", help="use this key instead of a random one")
-    s.set_defaults(func=_tenants)
+    tenants.add_parser(sub).set_defaults(func=_tenants)
 
     s = sub.add_parser(
         "verify", help="check the consistency promises against a live deployment (exit 1 if broken)"
@@ -135,6 +131,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
         _browser_config(settings, args.tier),
         settings.limits,
         cache,
+        settings.prices,
     )
     worker = Worker(app, loglevel=settings.log_level.lower(), override_logging=False, quiet=True)
     worker.execute_from_commandline()  # returns via SystemExit on SIGTERM / SIGINT
@@ -255,15 +252,7 @@ def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def _tenants(settings: Settings, args: argparse.Namespace) -> int:
-    from scrapifie.admin import add_tenant, list_tenants
-
-    if args.add:
-        key = asyncio.run(add_tenant(settings.dsn(), args.add, args.credits, args.api_key))
-        print(f"tenant {args.add}: API key {key}  (shown once; only its hash is stored)")
-        return 0
-    for tenant, credits in asyncio.run(list_tenants(settings.dsn())):
-        print(f"{tenant:24} {credits:>12} credits")
-    return 0
+    return tenants.run(settings.dsn(), args)
 
 
 # -- client -----------------------------------------------------------------------------------
