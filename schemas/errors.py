@@ -23,7 +23,10 @@ class ErrorCode(StrEnum):
     INVALID_REQUEST = "invalid_request"
     TOO_MANY_REDIRECTS = "too_many_redirects"
     DECODE_ERROR = "decode_error"
-    BUDGET_EXCEEDED = "budget_exceeded"
+    BUDGET_EXCEEDED = "budget_exceeded"  # the next tier would cost more than max_credits
+    INSUFFICIENT_CREDITS = "insufficient_credits"  # more than the credits reserved for the job
+    UNKNOWN_TENANT = "unknown_tenant"  # a record (published to Kafka) names no tenant we have
+    TENANT_DISABLED = "tenant_disabled"
     INTERNAL = "internal"
 
 

@@ -58,6 +58,7 @@ OPTION_NAMES: Final = (
     "only_main_content",
     "extract",
     "max_age_s",
+    "max_credits",
 )
 
 # Headers that frame the message or belong to one connection hop (RFC 9110 §7.6.1, RFC 9112
@@ -158,7 +159,16 @@ def parse_options(raw: Any, limits: JobLimits = DEFAULT_LIMITS) -> FetchOptions:
         only_main_content=_flag(raw.get("only_main_content"), "only_main_content", True),
         extract=extract,
         max_age_s=_max_age(raw.get("max_age_s")),
+        max_credits=_max_credits(raw.get("max_credits")),
     )
+
+
+def _max_credits(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**31 - 1:
+        raise InvalidOptions("options.max_credits must be a non-negative integer")
+    return value
 
 
 def _max_age(value: Any) -> int | None:

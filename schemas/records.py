@@ -125,6 +125,13 @@ class FetchOptions:
             " this many seconds ago, without fetching; null: always fetch."
         },
     )
+    max_credits: int | None = field(
+        default=None,
+        metadata={
+            "doc": "The most this job may cost: a tier that would cost more is not tried and the"
+            " job fails budget_exceeded."
+        },
+    )
 
 
 @dataclass(slots=True, kw_only=True)
@@ -141,6 +148,7 @@ class ScrapeRequest:
     trace_id: str = ""
     router_reason: str | None = None
     not_before: datetime | None = None
+    budget: int | None = None  # credits the gateway reserved for the job (None: not reserved)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -177,6 +185,7 @@ class ScrapeResult:
     documents: list[Document] = field(default_factory=list)
     cache_key: str | None = None  # the fetch's identity in the result cache (schemas/cache.py)
     cached_from: str | None = None  # a cache hit: the job whose fetch answered this one
+    credits: int = 0  # what the job is charged (schemas.prices), settled with this result
     created_at: datetime
     finished_at: datetime
     duration_ms: int = 0

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from connectors.config import GatewayConfig, PostgresConfig, SinkConfig, StorageConfig
 from schemas.kafka import KafkaConfig
 from schemas.options import JobLimits
+from schemas.prices import Prices
 from streams.browser.config import BrowserConfig
 from streams.config import FetchConfig, WorkerConfig
 from streams.fetchers.egress import EgressConfig
@@ -66,6 +67,13 @@ class Settings(BaseSettings):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     sink: SinkConfig = Field(default_factory=SinkConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    prices: Prices = Field(
+        default_factory=Prices,
+        description=(
+            "Credits per page by tier, for a cache hit, a robots refusal and a failed job"
+            ' (SCRAPIFIE_PRICES__TIERS=\'{"http": 1, "browser": 5, "stealth": 10}\').'
+        ),
+    )
     limits: JobLimits = Field(
         default_factory=JobLimits,
         description=(

@@ -113,9 +113,6 @@ class WorkerConfig(BaseModel):
             " it they are stopped and the job has no extract document."
         ),
     )
-    cache_credits: int = Field(
-        0, ge=0, description="Credits a job answered from the result cache costs."
-    )
     cache_share_public: bool = Field(
         False,
         description=(
@@ -125,8 +122,4 @@ class WorkerConfig(BaseModel):
     )
     cache_timeout_s: float = Field(
         2.0, gt=0, description="Longest wait for the result cache before fetching instead."
-    )
-    credits_per_success: dict[str, int] = Field(
-        default_factory=lambda: {"http": 1, "browser": 5, "stealth": 10},
-        description="Credits charged per successful attempt, by tier. Failed attempts are free.",
     )

@@ -174,6 +174,7 @@ _VALID_OPTIONS: dict[str, st.SearchStrategy[Any]] = {
         ),
     ),
     "max_age_s": st.one_of(st.none(), st.integers(0, 3600)),
+    "max_credits": st.one_of(st.none(), st.integers(0, 20)),
 }
 
 
@@ -197,6 +198,7 @@ _OPTIONS: dict[str, st.SearchStrategy[Any]] = {
     "only_main_content": st.booleans(),
     "extract": st.one_of(st.none(), _any_text, st.just('{"x":"a[[["}'), st.just('{"x":{}}')),
     "max_age_s": st.one_of(st.none(), st.integers(-(2**31), 2**31 - 1)),
+    "max_credits": st.one_of(st.none(), st.integers(-(2**31), 2**31 - 1)),
 }
 
 
@@ -218,6 +220,7 @@ def jobs(tenant: str) -> st.SearchStrategy[ScrapeRequest]:
         options=options(),
         created_at=st.just(datetime.now(UTC)),
         trace_id=st.one_of(st.just(""), _any_text),
+        budget=st.one_of(st.none(), st.integers(-(2**31), 2**31 - 1), st.integers(0, 12)),
     )
 
 

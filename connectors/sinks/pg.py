@@ -25,15 +25,16 @@ UPSERT_RESULTS = """
 INSERT INTO jobs (job_id, tenant_id, url, status, tier, attempts, http_status, error_code,
                   error_message, final_url, content_type, content_bytes, content_sha256,
                   content_key, screenshot_key, documents, cache_key, cached_from,
-                  response_headers, result_event_id, trace_id, created_at, finished_at, updated_at)
-SELECT j, t, u, s, ti, a, hs, ec, em, fu, ct, cb, cs, ck, sk, d::jsonb, ky, cf, rh::jsonb, e, tr,
-       c, f, now()
+                  response_headers, credits, result_event_id, trace_id, created_at, finished_at,
+                  updated_at)
+SELECT j, t, u, s, ti, a, hs, ec, em, fu, ct, cb, cs, ck, sk, d::jsonb, ky, cf, rh::jsonb, cr, e,
+       tr, c, f, now()
 FROM unnest(
     %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::int[], %b::int[], %b::text[],
     %b::text[], %b::text[], %b::text[], %b::bigint[], %b::text[], %b::text[], %b::text[],
-    %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::timestamptz[],
-    %b::timestamptz[])
-    AS x(j, t, u, s, ti, a, hs, ec, em, fu, ct, cb, cs, ck, sk, d, ky, cf, rh, e, tr, c, f)
+    %b::text[], %b::text[], %b::text[], %b::text[], %b::int[], %b::text[], %b::text[],
+    %b::timestamptz[], %b::timestamptz[])
+    AS x(j, t, u, s, ti, a, hs, ec, em, fu, ct, cb, cs, ck, sk, d, ky, cf, rh, cr, e, tr, c, f)
 ON CONFLICT (tenant_id, job_id) DO UPDATE SET
     status = EXCLUDED.status, tier = EXCLUDED.tier, attempts = EXCLUDED.attempts,
     http_status = EXCLUDED.http_status, error_code = EXCLUDED.error_code,
@@ -42,7 +43,7 @@ ON CONFLICT (tenant_id, job_id) DO UPDATE SET
     content_sha256 = EXCLUDED.content_sha256, content_key = EXCLUDED.content_key,
     screenshot_key = EXCLUDED.screenshot_key, documents = EXCLUDED.documents,
     cache_key = EXCLUDED.cache_key, cached_from = EXCLUDED.cached_from,
-    response_headers = EXCLUDED.response_headers,
+    response_headers = EXCLUDED.response_headers, credits = EXCLUDED.credits,
     result_event_id = EXCLUDED.result_event_id, finished_at = EXCLUDED.finished_at,
     updated_at = now()
 WHERE jobs.status NOT IN ('succeeded', 'failed')
@@ -68,6 +69,7 @@ _RESULT_COLUMNS = (
     "cache_key",
     "cached_from",
     "response_headers",
+    "credits",
     "event_id",
     "trace_id",
     "created_at",
@@ -101,22 +103,27 @@ WHERE EXCLUDED.router_reason IS NOT NULL AND jobs.router_reason IS NULL
 
 _QUEUED_COLUMNS = ("job_id", "tenant", "url", "tier", "trace_id", "created_at", "router_reason")
 
-# Credits move only for attempt rows that are new (a replayed metering event charges once),
-# summed per tenant so that a batch updates each tenant row once instead of once per event.
+# Usage rollups move only for attempt rows that are new (a replayed metering event adds
+# nothing). Balances are not touched here: a job is charged once, when its final result is
+# written (SETTLE, in the results sink's transaction).
 INSERT_ATTEMPTS = """
 WITH ins AS (
     INSERT INTO attempts (event_id, job_id, tenant_id, tier, attempt, outcome, error_code,
-                          http_status, bytes, duration_ms, credits, egress_pool, created_at)
+                          http_status, bytes, duration_ms, credits, egress_pool, cache_hit,
+                          created_at)
     SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::int[], %b::text[],
                          %b::text[], %b::int[], %b::bigint[], %b::int[], %b::int[], %b::text[],
-                         %b::timestamptz[])
+                         %b::bool[], %b::timestamptz[])
     ON CONFLICT (event_id) DO NOTHING
-    RETURNING tenant_id, credits
-), charged AS (
-    SELECT tenant_id, sum(credits) AS credits FROM ins GROUP BY tenant_id
+    RETURNING tenant_id, created_at, tier, outcome, error_code, credits, bytes
 )
-UPDATE tenants SET credits = tenants.credits - charged.credits
-FROM charged WHERE tenants.tenant_id = charged.tenant_id AND charged.credits <> 0
+INSERT INTO usage_daily AS u (tenant_id, day, tier, outcome, error_code, attempts, credits, bytes)
+SELECT tenant_id, (created_at AT TIME ZONE 'UTC')::date, tier, outcome, coalesce(error_code, ''),
+       count(*), sum(credits), sum(bytes)
+  FROM ins GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
+ON CONFLICT (tenant_id, day, tier, outcome, error_code) DO UPDATE SET
+    attempts = u.attempts + EXCLUDED.attempts, credits = u.credits + EXCLUDED.credits,
+    bytes = u.bytes + EXCLUDED.bytes
 """
 
 _ATTEMPT_COLUMNS = (
@@ -132,6 +139,7 @@ _ATTEMPT_COLUMNS = (
     "duration_ms",
     "credits",
     "egress_pool",
+    "cache_hit",
     "created_at",
 )
 
@@ -206,6 +214,49 @@ def notify_params(job_ids: Iterable[str]) -> list[list[Any]]:
     if not ids:
         return []
     return [[JOBS_FINAL_CHANNEL, ids]]
+
+
+# A job's charge and the release of its reservation, once per job however often its final
+# result is delivered: the charge is a credit_ledger row (unique per job), the release flips
+# released_at; the balance moves by exactly what those two did. Unknown tenants have nothing
+# to charge. Runs in the results sink's transaction, after UPSERT_RESULTS.
+SETTLE = """
+WITH fin (tenant_id, job_id, credits) AS (
+    SELECT * FROM unnest(%b::text[], %b::text[], %b::bigint[])
+), charged AS (
+    INSERT INTO credit_ledger (tenant_id, delta, reason, job_id)
+    SELECT f.tenant_id, -f.credits, 'charge', f.job_id
+      FROM fin f JOIN tenants t ON t.tenant_id = f.tenant_id
+     WHERE f.credits <> 0
+    ON CONFLICT (tenant_id, job_id, reason) WHERE job_id IS NOT NULL DO NOTHING
+    RETURNING tenant_id, delta
+), released AS (
+    UPDATE reservations r SET released_at = now()
+      FROM fin f
+     WHERE r.tenant_id = f.tenant_id AND r.job_id = f.job_id AND r.released_at IS NULL
+    RETURNING r.tenant_id, r.amount
+), moves AS (
+    SELECT tenant_id, delta, 0::bigint AS amount, 0 AS n FROM charged
+    UNION ALL
+    SELECT tenant_id, 0, amount, 1 FROM released
+), per AS (
+    SELECT tenant_id, sum(delta) AS delta, sum(amount) AS amount, sum(n) AS n
+      FROM moves GROUP BY tenant_id
+)
+UPDATE tenants t
+   SET credits = t.credits + per.delta, reserved = t.reserved - per.amount,
+       open_jobs = t.open_jobs - per.n
+  FROM per WHERE t.tenant_id = per.tenant_id
+"""
+
+
+def settle_params(rows: Sequence[StoredResult]) -> Params:
+    """SETTLE's parameters: each job once, in key order (lock order across sinks)."""
+    by_job = {(r.result.tenant, r.result.job_id): r.result.credits for r in rows}
+    if not by_job:
+        return []
+    keys = sorted(by_job)
+    return [[[t for t, _ in keys], [j for _, j in keys], [by_job[k] for k in keys]]]
 
 
 INSERT_ESCALATIONS = """

@@ -14,11 +14,13 @@ import json
 from connectors.sinks.base import Decoded
 from connectors.sinks.pg import (
     NOTIFY_FINAL,
+    SETTLE,
     UPSERT_RESULTS,
     PgWriter,
     StoredResult,
     notify_params,
     results_params,
+    settle_params,
 )
 from connectors.storage import ObjectStore
 from schemas import TopicSet, content_object_key, screenshot_object_key
@@ -60,6 +62,7 @@ class ResultsSink:
         await self._db.execute_many(
             [
                 (UPSERT_RESULTS, results_params(todo)),
+                (SETTLE, settle_params(todo)),
                 (NOTIFY_FINAL, notify_params(row.result.job_id for row in todo)),
             ]
         )

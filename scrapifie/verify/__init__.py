@@ -83,7 +83,7 @@ async def _verify(settings: Settings, since: str, progress: Progress) -> dict[st
     """The report on jobs created within ``since`` (a PostgreSQL interval); raises
     :class:`VerifyError` when a backend cannot be read."""
     topo = Topology.from_settings(settings)
-    prices = dict(settings.worker.credits_per_success)
+    prices = dict(settings.prices.tiers)
     started = time.monotonic()
     wall_start = datetime.now(UTC)
     dsn = settings.dsn()

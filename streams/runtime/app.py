@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from schemas import DELAYS_S, DecodeError, TopicSet, default_codec
 from schemas.kafka import EventProducer, KafkaConfig
 from schemas.options import DEFAULT_LIMITS, JobLimits
+from schemas.prices import DEFAULT_PRICES, Prices
 from streams.browser.config import BrowserConfig
 from streams.cache import FetchCache
 from streams.config import FetchConfig, WorkerConfig
@@ -49,6 +50,7 @@ def build_app(
     browser: BrowserConfig | None = None,
     limits: JobLimits = DEFAULT_LIMITS,
     cache: FetchCache | None = None,
+    prices: Prices = DEFAULT_PRICES,
 ) -> faust.App:
     """A Faust app consuming ``scrape.<tier>``. Topics must exist (``scrapifie topics``)."""
     if tier not in SUPPORTED_TIERS:
@@ -126,6 +128,7 @@ def build_app(
                 kafka.max_message_bytes,
                 cache,
                 ExtractRunner(worker.extract_timeout_s),
+                prices,
             )
             window: OrderedAcks[Any] = OrderedAcks(in_flight, noack.ack)
             try:

@@ -194,8 +194,7 @@ def metering(
     credits: int,
     cache_hit: bool = False,
 ) -> Metering:
-    """Usage of this attempt; ``credits`` is the tier's price (or the cache's, for a job
-    answered from the result cache), charged on success only."""
+    """Usage of this attempt; ``credits`` is what it costs (the processor's ``_charge``)."""
     return Metering(
         event_id=derived_id(job.tenant, job.job_id, "metering", tier, str(job.attempt)),
         job_id=job.job_id,
@@ -207,7 +206,7 @@ def metering(
         http_status=resp.status if resp is not None else None,
         bytes=resp.wire_bytes if resp is not None else 0,
         duration_ms=int(elapsed_s * 1000),
-        credits=credits if outcome.ok else 0,
+        credits=credits,
         egress_pool=outcome.egress_pool,
         cache_hit=cache_hit,
         created_at=datetime.now(UTC),

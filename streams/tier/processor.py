@@ -28,6 +28,7 @@ from schemas import headers as hdr
 from schemas.cache import CacheUnavailable, cache_key, shareable
 from schemas.kafka import EventProducer
 from schemas.options import DEFAULT_LIMITS, InvalidOptions, JobLimits, parse_options
+from schemas.prices import DEFAULT_PRICES, Prices
 from schemas.records import FINAL_STATUSES, FetchOptions, JobStatus, ScrapeRequest
 from schemas.text import storable
 from schemas.topics import MAX_MESSAGE_BYTES, TIER_ORDER
@@ -88,11 +89,13 @@ class TierProcessor:
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         cache: FetchCache | None = None,
         extractor: ExtractRunner | None = None,
+        prices: Prices = DEFAULT_PRICES,
     ) -> None:
         self.tier = tier
         self._extractor = extractor
+        self._prices = prices
+        self._price = prices.tier(tier)
         self._cache = cache
-        self._cache_credits = worker_config.cache_credits
         self._cache_share = worker_config.cache_share_public
         self._cache_timeout_s = worker_config.cache_timeout_s
         self._cache_tiers = TIER_ORDER[TIER_ORDER.index(tier) :] if tier in TIER_ORDER else ()
@@ -107,7 +110,6 @@ class TierProcessor:
         self._topics = topics
         self._metrics = metrics
         self._fetch_config = fetch_config
-        self._credits = worker_config.credits_per_success.get(tier, 0)
         self._limiter = limiter
         self._robots = robots
         self._robots_opt_out = frozenset(worker_config.robots_opt_out_tenants)
@@ -179,8 +181,11 @@ class TierProcessor:
             outcome = Outcome(Kind.FATAL, ErrorCode.INVALID_REQUEST, str(exc))
         else:
             response = await self._from_cache(job, url)
+            refusal = None if response is not None else self._over_budget(job)
             if response is not None:
                 outcome = Outcome(Kind.OK, http_status=response.status)
+            elif refusal is not None:
+                outcome = refusal  # never fetched: the tier costs more than the job may spend
             else:
                 site = site_key(url)
                 backlog = self._limiter.queued(site)
@@ -264,14 +269,9 @@ class TierProcessor:
         key = job.job_id.encode()
         write = self._codec.write
         cached = response if isinstance(response, CachedResponse) else None
+        charge = self._charge(outcome, cached is not None, decision.action is Action.FINISH)
         metering = attempt.metering(
-            job,
-            self.tier,
-            outcome,
-            response,
-            elapsed,
-            self._credits if cached is None else self._cache_credits,
-            cache_hit=cached is not None,
+            job, self.tier, outcome, response, elapsed, charge, cache_hit=cached is not None
         )
         records: list[Produced] = [(self._topics.metering, key, write(metering), headers)]
         if decision.action is Action.FINISH:
@@ -282,6 +282,7 @@ class TierProcessor:
             result = attempt.result(
                 job, self.tier, outcome, response, elapsed, decision.code, packed, docs
             )
+            result.credits = charge
             if note is not None:
                 result.error_message = note  # a format the job asked for could not be made
             if outcome.ok:
@@ -332,13 +333,45 @@ class TierProcessor:
         outcome = Outcome(Kind.FATAL, code, message)
         headers = hdr.make(trace_id=job.trace_id, job_id=job.job_id, tenant=job.tenant)
         key = job.job_id.encode()
-        metering = attempt.metering(job, self.tier, outcome, None, elapsed, self._credits)
+        charge = self._charge(outcome, cached=False, final=True)
+        metering = attempt.metering(job, self.tier, outcome, None, elapsed, charge)
         result = attempt.result(job, self.tier, outcome, None, elapsed)
+        result.credits = charge
         self._m_results[JobStatus.FAILED].inc()
         return [
             (self._topics.metering, key, self._codec.write(metering), headers),
             (self._topics.results, key, self._codec.write(result), headers),
         ]
+
+    def _charge(self, outcome: Outcome, cached: bool, final: bool) -> int:
+        """What this attempt costs (schemas.prices): a job pays once, in its last attempt."""
+        if outcome.ok:
+            return self._prices.cache_hit if cached else self._price
+        if not final:
+            return 0
+        if outcome.code is ErrorCode.ROBOTS_DISALLOWED:
+            return self._prices.robots_refusal
+        return self._prices.failed
+
+    def _over_budget(self, job: ScrapeRequest) -> Outcome | None:
+        """Why this tier may not fetch ``job``: it costs more than the job's ``max_credits``,
+        or than the credits reserved for it (its tenant's balance when it was accepted)."""
+        price, cap, budget = self._price, job.options.max_credits, job.budget
+        if cap is not None and price > cap:
+            return Outcome(
+                Kind.FATAL,
+                ErrorCode.BUDGET_EXCEEDED,
+                f"the {self.tier} tier costs {price} credits, more than options.max_credits"
+                f" ({cap})",
+            )
+        if budget is not None and price > budget:
+            return Outcome(
+                Kind.FATAL,
+                ErrorCode.INSUFFICIENT_CREDITS,
+                f"the {self.tier} tier costs {price} credits; {budget} could be reserved for"
+                " this job when it was accepted",
+            )
+        return None
 
     def _outcome_counter(self, outcome: Outcome) -> Any:
         key = (outcome.kind.value, outcome.code.value if outcome.code else "")

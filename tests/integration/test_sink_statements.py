@@ -15,12 +15,14 @@ from connectors.db import migrate
 from connectors.sinks.pg import (
     INSERT_ATTEMPTS,
     INSERT_QUEUED,
+    SETTLE,
     UPSERT_RESULTS,
     PgWriter,
     StoredResult,
     attempts_params,
     queued_params,
     results_params,
+    settle_params,
 )
 from schemas.records import Escalation, Metering, ScrapeRequest, ScrapeResult
 from scrapifie.admin import add_tenant
@@ -182,7 +184,7 @@ async def test_results_keep_the_first_final_result_and_handle_all_null_columns(d
     assert len(got) == 3
 
 
-async def test_attempts_charge_each_metering_event_once(db: Any) -> None:
+async def test_attempts_add_to_usage_once_and_never_move_balances(db: Any) -> None:
     writer, tenant, dsn = db
     job = str(uuid.uuid4())
     e1, e2 = str(uuid.uuid4()), str(uuid.uuid4())
@@ -194,10 +196,47 @@ async def test_attempts_charge_each_metering_event_once(db: Any) -> None:
     await writer.execute_many([(INSERT_ATTEMPTS, attempts_params(batch))])
     await writer.execute_many([(INSERT_ATTEMPTS, attempts_params(batch[:1]))])  # a replay
     await writer.execute_many([(INSERT_ATTEMPTS, attempts_params([]))])
-    assert await _rows(dsn, "SELECT credits FROM tenants WHERE tenant_id = %s", tenant) == [(97,)]
+    assert await _rows(dsn, "SELECT credits FROM tenants WHERE tenant_id = %s", tenant) == [(100,)]
     assert await _rows(
         dsn, "SELECT count(*), sum(credits) FROM attempts WHERE tenant_id = %s", tenant
     ) == [(2, 3)]
+    assert await _rows(
+        dsn, "SELECT sum(attempts), sum(credits) FROM usage_daily WHERE tenant_id = %s", tenant
+    ) == [(2, 3)]
+
+
+async def test_a_job_is_settled_once_charge_and_reservation(db: Any) -> None:
+    """A final result charges its job once (a credit_ledger row) and releases the credits
+    reserved for it, however often it is delivered."""
+    writer, tenant, dsn = db
+    job, other = str(uuid.uuid4()), str(uuid.uuid4())
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        await conn.execute(
+            "INSERT INTO reservations (tenant_id, job_id, amount) VALUES (%s, %s, 5), (%s, %s, 1)",
+            (tenant, job, tenant, other),
+        )
+        await conn.execute(
+            "UPDATE tenants SET reserved = 6, open_jobs = 2 WHERE tenant_id = %s", (tenant,)
+        )
+    done = _result(tenant, job)
+    done.result.credits = 5
+    free = _result(tenant, other, "failed")
+    for _ in range(3):  # delivered again, and again in one batch
+        await writer.execute_many([(SETTLE, settle_params([done, free, done]))])
+    assert await _rows(
+        dsn, "SELECT credits, reserved, open_jobs FROM tenants WHERE tenant_id = %s", tenant
+    ) == [(95, 0, 0)]
+    assert await _rows(
+        dsn,
+        "SELECT delta, reason, job_id FROM credit_ledger WHERE tenant_id = %s AND job_id"
+        " IS NOT NULL",
+        tenant,
+    ) == [(-5, "charge", job)]
+    assert await _rows(
+        dsn,
+        "SELECT count(*) FROM reservations WHERE tenant_id = %s AND released_at IS NULL",
+        tenant,
+    ) == [(0,)]
 
 
 async def test_escalations_are_written_once_per_event(db: Any) -> None:

@@ -94,11 +94,13 @@ SAMPLES: dict[str, dict[str, Any]] = {
             "only_main_content": False,
             "extract": '{"title":{"css":"h1"}}',
             "max_age_s": 3600,
+            "max_credits": 12,
         },
         "created_at": T0,
         "trace_id": "trace-1",
         "router_reason": "blocked-before",
         "not_before": T1,
+        "budget": 10,
     },
     "ScrapeResult": {
         "event_id": "e-1",
@@ -130,6 +132,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         ],
         "cache_key": "cd" * 32,
         "cached_from": "j-0",
+        "credits": 5,
         "created_at": T0,
         "finished_at": T1,
         "duration_ms": 1333,
@@ -331,12 +334,14 @@ def test_decode_request_minimal_json_fills_defaults(codec: Codec) -> None:
             "only_main_content": True,
             "extract": None,
             "max_age_s": None,
+            "max_credits": None,
         },
         # absent created_at is 0, i.e. the epoch (the processor treats it as "now")
         "created_at": datetime(1970, 1, 1, tzinfo=UTC),
         "trace_id": "",
         "router_reason": None,
         "not_before": None,
+        "budget": None,
     }
 
 
@@ -487,10 +492,14 @@ def test_a_record_written_by_an_earlier_schema_version_is_read_into_the_current_
     cases: list[tuple[str, str, set[str]]] = [
         ("Metering", "Metering.1.avsc", {"egress_pool", "cache_hit"}),
         ("Metering", "Metering.2.avsc", {"cache_hit"}),
-        ("ScrapeResult", "ScrapeResult.1.avsc", {"documents", "cache_key", "cached_from"}),
-        ("ScrapeRequest", "ScrapeRequest.1.avsc", set()),
+        (
+            "ScrapeResult",
+            "ScrapeResult.1.avsc",
+            {"documents", "cache_key", "cached_from", "credits"},
+        ),
+        ("ScrapeRequest", "ScrapeRequest.1.avsc", {"budget"}),
     ]
-    added_options = {"formats", "only_main_content", "extract", "max_age_s"}
+    added_options = {"formats", "only_main_content", "extract", "max_age_s", "max_credits"}
     for name, file, added in cases:
         old = parse_schema(json.loads((AVRO_DIR / "history" / file).read_text()))
         fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(old), "CRC-64-AVRO"))
