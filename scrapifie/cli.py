@@ -14,7 +14,7 @@ from pathlib import Path
 
 from prometheus_client import REGISTRY, start_http_server
 
-from scrapifie import logs, tenants
+from scrapifie import logs, tenants, usage
 from scrapifie.settings import Settings
 from streams.browser.config import BrowserConfig
 
@@ -69,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_migrate)
 
     tenants.add_parser(sub).set_defaults(func=_tenants)
+    usage.add_parser(sub).set_defaults(func=_usage)
 
     s = sub.add_parser(
         "verify", help="check the consistency promises against a live deployment (exit 1 if broken)"
@@ -253,6 +254,10 @@ def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
 
 def _tenants(settings: Settings, args: argparse.Namespace) -> int:
     return tenants.run(settings.dsn(), args)
+
+
+def _usage(settings: Settings, args: argparse.Namespace) -> int:
+    return usage.run(settings.dsn(), args)
 
 
 # -- client -----------------------------------------------------------------------------------
