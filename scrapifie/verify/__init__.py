@@ -18,8 +18,15 @@ rows_consistent           a final row contradicts itself (succeeded without cont
 duplicate_attempts        two attempt rows for one (tenant, job, tier, attempt)
 metering_vs_attempts      a metering event has no attempt row though the ledger sink committed
                           past it, or an attempt row has no metering event
-credits                   an attempt is charged other than its tier's price (failures are free),
-                          or a final job's attempts charge other than once for its success
+credits                   a final job's last attempt is charged other than its price (tier,
+                          cache hit, robots refusal or failure: schemas/prices.py), an earlier
+                          attempt is charged at all, or its attempts' sum differs from what
+                          the job was charged (jobs.credits)
+balances                  a tenant's credits differ from the sum of its credit_ledger, or its
+                          reserved/open_jobs from its unreleased reservations
+settlements               a final job has other 'charge' rows than one of -jobs.credits (none
+                          when free), a charge has no final job, or a reservation is still
+                          held by a job that ended (or whose result was consumed)
 missing_objects           a succeeded row's content object is absent
 extra_objects             an object exists that no succeeded row owns
 content_integrity         a sample of objects does not hash to their rows' content_sha256
@@ -31,10 +38,10 @@ Anything still in flight (consumer lag, a job being fetched or waiting in a dela
 ``pending``, not broken. The order of the reads makes that distinction exact: committed offsets
 first, then the topics up to their end offsets at that moment, then PostgreSQL, then the object
 store, while every component writes the other way round (object before row, row before commit,
-output before input offset). ``--since`` must lie within the topics' retention. Tenants' opening
-balances are not recorded anywhere, so balances are reported (balance + credits used), not
-checked. Exit status: 0 every invariant holds (work may be pending), 1 an invariant is broken,
-2 a backend could not be read.
+output before input offset). ``--since`` must lie within the topics' retention. Balances,
+ledger and reservations are read in one snapshot and checked for every tenant, all time: they
+move together in one transaction, so no lag excuses a difference. Exit status: 0 every
+invariant holds (work may be pending), 1 an invariant is broken, 2 a backend could not be read.
 """
 
 from __future__ import annotations
@@ -83,7 +90,7 @@ async def _verify(settings: Settings, since: str, progress: Progress) -> dict[st
     """The report on jobs created within ``since`` (a PostgreSQL interval); raises
     :class:`VerifyError` when a backend cannot be read."""
     topo = Topology.from_settings(settings)
-    prices = dict(settings.prices.tiers)
+    prices = settings.prices
     started = time.monotonic()
     wall_start = datetime.now(UTC)
     dsn = settings.dsn()

@@ -1,4 +1,5 @@
-"""Reading PostgreSQL: the window's jobs and attempts, tenants' credits, and objects' owners."""
+"""Reading PostgreSQL: the window's jobs and attempts, tenants' credits (``balances``), and
+objects' owners."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import psycopg
 
+from scrapifie.verify.balances import read_balances
 from scrapifie.verify.report import Progress
 from scrapifie.verify.state import Attempt, Db, Job, JobRow, TopicScan, VerifyError
 from scrapifie.verify.store import owned_keys, parse_object_key
@@ -16,7 +18,7 @@ __all__ = ["object_owners", "read_db"]
 
 _JOB_COLUMNS = (
     "tenant_id, job_id, status, tier, http_status, error_code, content_key, content_sha256,"
-    " result_event_id, finished_at, created_at"
+    " result_event_id, finished_at, created_at, {screenshot_key}, attempts, credits"
 )
 
 
@@ -28,8 +30,7 @@ async def read_db(
     progress.say("reading jobs and attempts")
     db = Db(cutoff)
     try:
-        shots = await _has_column(conn, "jobs", "screenshot_key")
-        columns = _JOB_COLUMNS + (", screenshot_key" if shots else ", NULL")
+        columns = await _job_columns(conn)
         cur = await conn.execute(
             f"SELECT {columns} FROM jobs WHERE created_at >= %s",  # constant columns
             (cutoff,),
@@ -49,21 +50,21 @@ async def read_db(
                 db.outside[(r[0], r[1])] = JobRow(*r[2:])
         cur = await conn.execute(
             "SELECT a.event_id, a.tenant_id, a.job_id, a.tier, a.attempt, a.outcome,"
-            " a.credits, a.created_at >= %s FROM attempts a"
+            " a.credits, a.created_at >= %s, a.error_code, a.cache_hit FROM attempts a"
             " WHERE a.created_at >= %s OR EXISTS (SELECT 1 FROM jobs j"
             "  WHERE j.tenant_id = a.tenant_id AND j.job_id = a.job_id"
             "  AND j.created_at >= %s)",
             (cutoff, cutoff, cutoff),
         )
         async for r in cur:
-            att = Attempt(r[0], r[1], r[2], r[3], int(r[4]), r[5], int(r[6]), bool(r[7]))
+            att = Attempt(
+                r[0], r[1], r[2], r[3], int(r[4]), r[5], int(r[6]), bool(r[7]), r[8], bool(r[9])
+            )
             db.attempts.append(att)
-        cur = await conn.execute(
-            "SELECT t.tenant_id, t.credits,"
-            " (SELECT coalesce(sum(a.credits), 0) FROM attempts a"
-            "  WHERE a.tenant_id = t.tenant_id) FROM tenants t ORDER BY t.tenant_id"
-        )
-        db.tenants = {r[0]: (int(r[1]), int(r[2])) for r in await cur.fetchall()}
+        progress.say("reading balances, credit ledger and reservations")
+        await read_balances(conn, cutoff, db)
+    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
+        raise VerifyError(f"the database is not migrated ({exc}); run `scrapifie migrate`") from exc
     except psycopg.Error as exc:
         raise VerifyError(f"PostgreSQL read failed: {exc}") from exc
     return db
@@ -83,8 +84,7 @@ async def object_owners(
             wanted.append(parsed[1:])
     rows: dict[Job, JobRow] = {}
     try:
-        shots = await _has_column(conn, "jobs", "screenshot_key")
-        columns = _JOB_COLUMNS + (", screenshot_key" if shots else ", NULL")
+        columns = await _job_columns(conn)
         for chunk in _chunks(wanted, 5000):
             cur = await conn.execute(
                 f"SELECT {columns} FROM jobs WHERE (tenant_id, job_id) IN"
@@ -96,6 +96,11 @@ async def object_owners(
     except psycopg.Error as exc:
         raise VerifyError(f"PostgreSQL read failed: {exc}") from exc
     return rows
+
+
+async def _job_columns(conn: psycopg.AsyncConnection[Any]) -> str:
+    shots = await _has_column(conn, "jobs", "screenshot_key")  # since 0003
+    return _JOB_COLUMNS.format(screenshot_key="screenshot_key" if shots else "NULL")
 
 
 async def _has_column(conn: psycopg.AsyncConnection[Any], table: str, column: str) -> bool:

@@ -141,8 +141,15 @@ def figures(
         },
         "records_read": dict(scan.records),
         "tenants": {
-            t: {"credits": c, "used_all_time": used, "implied_opening_balance": c + used}
-            for t, (c, used) in db.tenants.items()
+            t: {
+                "credits": b.credits,
+                "reserved": b.reserved,
+                "open_jobs": b.open_jobs,
+                "ledger": b.ledger,
+                "used_all_time": b.used,
+                "implied_opening_balance": b.credits + b.used,
+            }
+            for t, b in db.balances.items()
         },
     }
 

@@ -9,11 +9,14 @@ from datetime import datetime
 
 __all__ = [
     "Attempt",
+    "Balance",
     "Db",
     "Job",
     "JobRow",
     "KafkaState",
     "Meter",
+    "OpenReservation",
+    "Settlement",
     "TopicScan",
     "VerifyError",
     "Where",
@@ -87,6 +90,8 @@ class JobRow:
     finished_at: datetime | None
     created_at: datetime | None
     screenshot_key: str | None
+    attempts: int | None = None  # the number of the job's last attempt
+    credits: int | None = None  # what it was charged; None before migration 0008
 
     @classmethod
     def absent(cls) -> JobRow:
@@ -103,6 +108,40 @@ class Attempt:
     outcome: str
     credits: int
     in_window: bool
+    error_code: str | None = None
+    cache_hit: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    """A tenant row's balances beside what they should equal, read in one snapshot."""
+
+    credits: int
+    reserved: int
+    open_jobs: int
+    ledger: int  # sum(credit_ledger.delta)
+    held: int  # sum(amount) of unreleased reservations
+    holding: int  # how many unreleased reservations
+    used: int  # sum(usage_daily.credits): what attempts were charged, all time
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """A final job of the window that was charged (jobs.credits is set) and its charge rows."""
+
+    tenant_known: bool  # SETTLE charges only tenants it knows
+    credits: int
+    charges: tuple[int, ...]  # credit_ledger.delta of its 'charge' rows
+
+
+@dataclass(frozen=True, slots=True)
+class OpenReservation:
+    """An unreleased reservation and the state of its job (None: no row)."""
+
+    amount: int
+    created_at: datetime
+    status: str | None
+    finished_at: datetime | None
 
 
 @dataclass
@@ -111,7 +150,11 @@ class Db:
     jobs: dict[Job, JobRow] = field(default_factory=dict)
     outside: dict[Job, JobRow] = field(default_factory=dict)  # topic jobs created before cutoff
     attempts: list[Attempt] = field(default_factory=list)
-    tenants: dict[str, tuple[int, int]] = field(default_factory=dict)
+    balances: dict[str, Balance] = field(default_factory=dict)
+    settled: dict[Job, Settlement] = field(default_factory=dict)
+    # Charge rows since the cutoff whose job is not final: (delta, job status; None: no row).
+    stray_charges: dict[Job, tuple[int, str | None]] = field(default_factory=dict)
+    open_reservations: dict[Job, OpenReservation] = field(default_factory=dict)
 
     def row(self, job: Job) -> JobRow | None:
         return self.jobs.get(job) or self.outside.get(job)

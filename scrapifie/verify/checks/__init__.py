@@ -3,9 +3,10 @@ of :mod:`scrapifie.verify` for what breaks each)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 
+from schemas.prices import Prices
+from scrapifie.verify.checks.balances import check_balances, check_settlements
 from scrapifie.verify.checks.dlq import check_dlq
 from scrapifie.verify.checks.jobs import check_final, check_rows_consistent, check_rows_exist
 from scrapifie.verify.checks.ledger import check_credits, check_duplicate_attempts, check_metering
@@ -23,7 +24,7 @@ __all__ = ["check_integrity", "run_checks"]
 
 def run_checks(
     topo: Topology,
-    prices: Mapping[str, int],
+    prices: Prices,
     kafka: KafkaState,
     db: Db,
     objects: dict[str, datetime],
@@ -41,6 +42,8 @@ def run_checks(
         check_duplicate_attempts(db),
         check_metering(topo, kafka, db),
         check_credits(prices, db, metering_lag),
+        check_balances(db),
+        check_settlements(topo, kafka, db),
         check_missing_objects(db, objects),
         check_extra_objects(db, objects, owners, results_lag, started),
         check_dlq(topo, kafka),
