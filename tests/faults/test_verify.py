@@ -79,6 +79,10 @@ async def test_verify_catches_each_broken_invariant(
         await conn.execute("UPDATE jobs SET status = 'queued' WHERE job_id = %s", (d,))
         # e: its attempt charged nothing although it succeeded.
         await conn.execute("UPDATE attempts SET credits = 0 WHERE job_id = %s", (e,))
+        # The tenant's balance moved without a ledger row.
+        await conn.execute(
+            "UPDATE tenants SET credits = credits + 1 WHERE tenant_id = %s", (stack.tenant,)
+        )
     code, report = stack.verify()
     statuses = {c["name"]: c["status"] for c in report["checks"]}
     record("verify detects", statuses=statuses)
@@ -91,11 +95,15 @@ async def test_verify_catches_each_broken_invariant(
         "metering_vs_attempts",
         "jobs_final",
         "credits",
+        "balances",
+        "settlements",  # d's charge row, for a job no longer final
     ):
         assert statuses[name] == "broken", (name, check(report, name))
     assert a in str(check(report, "missing_objects")["examples"])
     assert stray in str(check(report, "extra_objects")["examples"])
     assert d in str(check(report, "jobs_final")["examples"])
+    assert d in str(check(report, "settlements")["examples"])
+    assert "(+1 unrecorded)" in str(check(report, "balances")["examples"])
     assert statuses["dlq"] == statuses["submitted_jobs_have_rows"] == "ok"
     human = _run(stack)
     assert human.returncode == 1 and "BROKEN:" in human.stdout, human.stdout
