@@ -77,6 +77,19 @@ class GatewayConfig(BaseModel):
     )
     max_batch: int = Field(1000, description="Most jobs in one batch request.")
     default_tier: str = Field("auto", description="Tier of jobs that name none (auto: router).")
+    rate_per_s: float = Field(
+        50.0, gt=0, description="Submissions per second per tenant (a tenant's own rate wins)."
+    )
+    max_jobs: int = Field(
+        10_000, gt=0, description="Jobs queued or running per tenant (a tenant's own cap wins)."
+    )
+    admit_without_db: bool = Field(
+        True,
+        description=(
+            "While PostgreSQL is unreachable, accept jobs without reserving credits (they are"
+            " charged when they end; limits apply again once it answers). Off: answer 503."
+        ),
+    )
     tiers: tuple[str, ...] = Field(
         ("http", "browser", "stealth"),
         description="Tiers this deployment runs workers for; jobs may name these or 'auto'.",

@@ -14,7 +14,6 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -30,8 +29,8 @@ from prometheus_client import (
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from connectors.accounts import AdmissionLimits
 from connectors.api import (
-    SUBMISSION_FIELDS,
     ApiError,
     accepted,
     error_response,
@@ -42,17 +41,17 @@ from connectors.api import (
 from connectors.auth import KEY_SQL, Authenticator
 from connectors.config import GatewayConfig
 from connectors.content import SAFE_HEADERS, send_format
+from connectors.intake import Intake
 from connectors.openapi import build_openapi
-from connectors.sinks.pg import INSERT_QUEUED, queued_params
 from connectors.storage import ObjectStore, StorageError
+from connectors.usage import UnknownTenant, parse_usage_query, read_usage
 from connectors.views import HISTORY_SQL, job_view
 from connectors.waiters import JobListener, Waiters, wait_final
-from schemas import default_codec, site_key
-from schemas import headers as hdr
+from schemas import default_codec
 from schemas.kafka import EventProducer, KafkaConfig
-from schemas.options import DEFAULT_LIMITS, InvalidOptions, JobLimits, parse_options
-from schemas.records import AUTO, ScrapeRequest
-from schemas.urls import InvalidURL, validate_url
+from schemas.options import DEFAULT_LIMITS, JobLimits
+from schemas.prices import DEFAULT_PRICES, Prices
+from schemas.records import FINAL_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +70,7 @@ class Gateway:
         store: ObjectStore,
         registry: CollectorRegistry,
         limits: JobLimits = DEFAULT_LIMITS,
+        prices: Prices = DEFAULT_PRICES,
     ) -> None:
         self._config = config
         self._kafka = kafka
@@ -79,7 +79,15 @@ class Gateway:
         self._registry = registry
         self._limits = limits
         self._waiters = Waiters()
-        self._enabled_tiers = (*config.tiers, AUTO)
+        self._intake = Intake(
+            config,
+            kafka,
+            limits,
+            AdmissionLimits(config.rate_per_s, config.max_jobs, prices),
+            registry,
+            producer=lambda: self._producer,
+            pool=lambda: self._pool,
+        )
         self._openapi = build_openapi(limits, config.tiers, config.max_batch, config.max_wait_s)
         self._codec = default_codec()
         self._auth = Authenticator(lambda digest: self._fetchone(KEY_SQL, digest))
@@ -96,9 +104,6 @@ class Gateway:
             "HTTP request latency.",
             ["route"],
             registry=registry,
-        )
-        self._jobs = Counter(
-            "scrapifie_gateway_jobs_total", "Jobs accepted.", ["tier"], registry=registry
         )
         self._errors = Counter(
             "scrapifie_gateway_errors_total",
@@ -243,16 +248,16 @@ class Gateway:
         body = await json_body(request)
         if not isinstance(body, dict):
             raise ApiError(400, "invalid_request", "body must be a JSON object with at least 'url'")
-        job = self._build_job(body, request[TENANT], request[TRACE])
+        job = self._intake.build(body, request[TENANT], request[TRACE])
         wait_s = wait_param(request, self._config.max_wait_s)  # a 400 must mean not accepted
-        await self._publish([job])
+        await self._intake.submit(request[TENANT], [job])
         if wait_s:
             job_id, tenant = job.job_id, request[TENANT]
             row = await wait_final(
                 self._waiters, job_id, wait_s, lambda: self._job_row(job_id, tenant)
             )
             if row is not None:
-                return web.json_response(await self._view(row), status=200)
+                return web.json_response(await self._view(row), status=200, headers=_charged(row))
         return web.json_response(accepted(job), status=202)
 
     async def post_batch(self, request: web.Request) -> web.Response:
@@ -267,105 +272,11 @@ class Gateway:
             if not isinstance(item, dict):
                 raise ApiError(400, "invalid_request", f"jobs[{i}] must be an object")
             try:
-                jobs.append(self._build_job(item, request[TENANT], request[TRACE]))
+                jobs.append(self._intake.build(item, request[TENANT], request[TRACE]))
             except ApiError as exc:
                 raise ApiError(exc.status, exc.code, f"jobs[{i}]: {exc.message}") from exc
-        await self._publish(jobs)
+        await self._intake.submit(request[TENANT], jobs)
         return web.json_response({"jobs": [accepted(j) for j in jobs]}, status=202)
-
-    def _build_job(self, body: dict[str, Any], tenant: str, trace_id: str) -> ScrapeRequest:
-        unknown = set(body) - SUBMISSION_FIELDS
-        if unknown:
-            raise ApiError(
-                400,
-                "invalid_request",
-                f"unknown fields: {', '.join(sorted(map(str, unknown)))[:200]}"
-                f" (valid: {', '.join(sorted(SUBMISSION_FIELDS))})",
-            )
-        try:
-            url = validate_url(body.get("url"))  # type: ignore[arg-type]
-        except InvalidURL as exc:
-            raise ApiError(400, "invalid_url", str(exc)) from exc
-        tier = body.get("tier") or self._config.default_tier
-        if tier not in self._enabled_tiers:
-            raise ApiError(
-                400,
-                "invalid_tier",
-                f"tier must be one of {', '.join(self._enabled_tiers)} (got {tier!r:.40})",
-            )
-        # Default: escalate as far as this deployment has tier workers.
-        max_tier = body.get("max_tier") or self._config.tiers[-1]
-        if max_tier not in self._config.tiers:
-            raise ApiError(
-                400, "invalid_request", f"max_tier must be one of {', '.join(self._config.tiers)}"
-            )
-        job_id = body.get("job_id") or str(uuid.uuid4())
-        try:
-            job_id = str(uuid.UUID(str(job_id)))
-        except ValueError as exc:
-            raise ApiError(400, "invalid_request", "job_id must be a UUID (or omitted)") from exc
-        try:
-            options = parse_options(body.get("options") or {}, self._limits)
-        except InvalidOptions as exc:
-            raise ApiError(400, "invalid_request", str(exc)) from exc
-        return ScrapeRequest(
-            job_id=job_id,
-            tenant=tenant,
-            url=url,
-            tier=tier,
-            max_tier=max_tier,
-            options=options,
-            created_at=datetime.now(UTC),
-            trace_id=trace_id,
-        )
-
-    async def _publish(self, jobs: list[ScrapeRequest]) -> None:
-        if self._producer is None:
-            raise ApiError(
-                503, "unavailable", "the pipeline is starting; retry shortly", {"Retry-After": "2"}
-            )
-        records = [
-            (
-                self._kafka.topics.requests if j.tier == AUTO else self._kafka.topics.tier(j.tier),
-                site_key(j.url).encode(),
-                self._codec.write(j),
-                hdr.make(trace_id=j.trace_id, job_id=j.job_id, tenant=j.tenant),
-            )
-            for j in jobs
-        ]
-        # A 503 must mean "not accepted": once handed to the producer a record is delivered
-        # whenever Kafka comes back, so records go in only while the leaders answer.
-        if not await self._producer.leaders_reachable({t for t, *_ in records}):
-            raise ApiError(
-                503,
-                "unavailable",
-                "the job queue (Kafka) is unavailable; nothing was accepted, retry shortly",
-                {"Retry-After": "5"},
-            )
-        try:
-            async with asyncio.timeout(self._config.publish_timeout_s):
-                await self._producer.send_many(records)
-        except TimeoutError as exc:
-            # Kafka went away after the records were handed over: they may still run. Saying so
-            # (with the ids to retry with: job ids are idempotent) beats a false "refused".
-            ids = ", ".join(j.job_id for j in jobs[:5]) + (", ..." if len(jobs) > 5 else "")
-            raise ApiError(
-                503,
-                "unconfirmed",
-                "Kafka did not confirm the job(s) in time; they may still run. Retry with the"
-                f" same job_id to avoid a duplicate: {ids}",
-                {"Retry-After": "5"},
-            ) from exc
-        for j in jobs:
-            self._jobs.labels(j.tier).inc()
-        # Best effort: makes GET /v1/jobs/{id} answer 'queued' at once. The ledger sink writes the
-        # same row from the tier topic, so a database outage here loses nothing.
-        try:
-            assert self._pool is not None
-            async with asyncio.timeout(2), self._pool.connection() as conn, conn.cursor() as cur:
-                await cur.executemany(INSERT_QUEUED, queued_params(jobs))
-        except (psycopg.Error, TimeoutError) as exc:
-            log.info("queued rows not written now (%s); the ledger sink will", exc)
 
     async def _job_row(self, job_id: str, tenant: str) -> dict[str, Any] | None:
         return await self._fetchone(
@@ -384,7 +295,8 @@ class Gateway:
         return row
 
     async def get_job(self, request: web.Request) -> web.Response:
-        return web.json_response(await self._view(await self._requested_job(request)))
+        row = await self._requested_job(request)
+        return web.json_response(await self._view(row), headers=_charged(row))
 
     async def _view(self, row: dict[str, Any]) -> dict[str, Any]:
         """The job's JSON: its row and its story (attempts and escalations, in order)."""
@@ -432,16 +344,26 @@ class Gateway:
         return row, data
 
     async def get_usage(self, request: web.Request) -> web.Response:
-        row = await self._fetchone(
-            "SELECT t.credits AS credits_remaining,"
-            " (SELECT count(*) FROM attempts a WHERE a.tenant_id = t.tenant_id) AS attempts,"
-            " (SELECT coalesce(sum(a.credits), 0) FROM attempts a WHERE a.tenant_id = t.tenant_id)"
-            " AS credits_used FROM tenants t WHERE t.tenant_id = %s",
-            request[TENANT],
-        )
-        return web.json_response(
-            {"tenant": request[TENANT], **{k: int(v) for k, v in (row or {}).items()}}
-        )
+        try:
+            q = parse_usage_query(request.query)
+        except ValueError as exc:
+            raise ApiError(400, "invalid_request", str(exc)) from exc
+        assert self._pool is not None
+        try:
+            async with asyncio.timeout(10), self._pool.connection() as conn:
+                body = await read_usage(
+                    conn, request[TENANT], start=q.start, end=q.end, group_by=q.group_by
+                )
+        except UnknownTenant as exc:
+            raise ApiError(401, "unauthorized", "unknown tenant") from exc
+        except (psycopg.Error, TimeoutError) as exc:
+            raise ApiError(
+                503,
+                "unavailable",
+                "the job database is unavailable; retry shortly",
+                {"Retry-After": "5"},
+            ) from exc
+        return web.json_response(body)
 
     # -- operations ----------------------------------------------------------------------------
     async def healthz(self, _request: web.Request) -> web.Response:
@@ -468,3 +390,10 @@ class Gateway:
 
     async def openapi(self, _request: web.Request) -> web.Response:
         return web.json_response(self._openapi)
+
+
+def _charged(row: dict[str, Any]) -> dict[str, str]:
+    """``X-Credits-Charged`` for a job that has ended: what it cost."""
+    if row.get("status") in FINAL_STATUSES and row.get("credits") is not None:
+        return {"X-Credits-Charged": str(row["credits"])}
+    return {}

@@ -115,6 +115,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
     from connectors.cache import PgFetchCache
     from connectors.storage import open_store
+    from connectors.tenant_directory import PgTenantDirectory
     from streams.runtime.app import build_app
 
     _metrics(settings, settings.worker_metrics_port)
@@ -133,6 +134,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
         settings.limits,
         cache,
         settings.prices,
+        PgTenantDirectory(settings.dsn()),
     )
     worker = Worker(app, loglevel=settings.log_level.lower(), override_logging=False, quiet=True)
     worker.execute_from_commandline()  # returns via SystemExit on SIGTERM / SIGINT
@@ -201,7 +203,13 @@ def _gateway(settings: Settings, _args: argparse.Namespace) -> int:
 
     store = open_store(settings.storage, settings.data_dir)
     gateway = Gateway(
-        settings.gateway, settings.kafka, settings.dsn(), store, REGISTRY, settings.limits
+        settings.gateway,
+        settings.kafka,
+        settings.dsn(),
+        store,
+        REGISTRY,
+        settings.limits,
+        settings.prices,
     )
     log.info("gateway listening on http://%s:%d", settings.gateway.host, settings.gateway.port)
     web.run_app(

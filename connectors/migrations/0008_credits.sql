@@ -3,9 +3,12 @@
 
 -- reserved: credits held by accepted jobs not ended yet; open_jobs: how many such jobs.
 -- What a tenant may still spend is credits - reserved.
+-- rate_tokens, rate_at: the tenant's submission token bucket (connectors/accounts.py).
 ALTER TABLE tenants
-    ADD COLUMN reserved  bigint  NOT NULL DEFAULT 0 CHECK (reserved >= 0),
-    ADD COLUMN open_jobs integer NOT NULL DEFAULT 0 CHECK (open_jobs >= 0);
+    ADD COLUMN reserved    bigint  NOT NULL DEFAULT 0 CHECK (reserved >= 0),
+    ADD COLUMN open_jobs   integer NOT NULL DEFAULT 0 CHECK (open_jobs >= 0),
+    ADD COLUMN rate_tokens double precision,
+    ADD COLUMN rate_at     timestamptz;
 
 CREATE TABLE reservations (
     tenant_id   text NOT NULL,
@@ -15,7 +18,7 @@ CREATE TABLE reservations (
     released_at timestamptz,
     PRIMARY KEY (tenant_id, job_id)
 );
-CREATE INDEX reservations_open ON reservations (tenant_id) WHERE released_at IS NULL;
+CREATE INDEX reservations_open ON reservations (tenant_id, created_at) WHERE released_at IS NULL;
 
 -- What each job was charged (settled with its final result), and whether an attempt was
 -- answered from the result cache (its price differs).

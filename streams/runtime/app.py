@@ -31,6 +31,7 @@ from streams.metrics import BrowserPoolCollector, StreamMetrics
 from streams.politeness import RobotsCache, SiteLimiter
 from streams.runtime.faust_io import dead_letter, event_headers, new_app, raw_topic
 from streams.runtime.ordered import OrderedAcks
+from streams.tenants import TenantDirectory
 from streams.tier.extract_runner import ExtractRunner
 from streams.tier.processor import InputRecord, TierProcessor
 
@@ -51,6 +52,7 @@ def build_app(
     limits: JobLimits = DEFAULT_LIMITS,
     cache: FetchCache | None = None,
     prices: Prices = DEFAULT_PRICES,
+    tenants: TenantDirectory | None = None,
 ) -> faust.App:
     """A Faust app consuming ``scrape.<tier>``. Topics must exist (``scrapifie topics``)."""
     if tier not in SUPPORTED_TIERS:
@@ -129,6 +131,7 @@ def build_app(
                 cache,
                 ExtractRunner(worker.extract_timeout_s),
                 prices,
+                tenants,
             )
             window: OrderedAcks[Any] = OrderedAcks(in_flight, noack.ack)
             try:

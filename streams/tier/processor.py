@@ -40,6 +40,7 @@ from streams.fetchers.base import Fetcher, FetchRequest, FetchResponse
 from streams.metrics import StreamMetrics
 from streams.politeness import RobotsCache, SiteLimiter
 from streams.politeness.limits import Feedback
+from streams.tenants import TenantDirectory
 from streams.tier import attempt
 from streams.tier.extract_runner import ExtractRunner
 from streams.tier.outcome import Kind, Outcome, classify_error, classify_response
@@ -72,6 +73,17 @@ class InputRecord:
     headers: list[tuple[str, bytes]]
 
 
+# Jobs refused before anything ran, for reasons of the account: never charged.
+_FREE = frozenset(
+    {
+        ErrorCode.UNKNOWN_TENANT,
+        ErrorCode.TENANT_DISABLED,
+        ErrorCode.BUDGET_EXCEEDED,
+        ErrorCode.INSUFFICIENT_CREDITS,
+    }
+)
+
+
 class TierProcessor:
     def __init__(
         self,
@@ -90,8 +102,10 @@ class TierProcessor:
         cache: FetchCache | None = None,
         extractor: ExtractRunner | None = None,
         prices: Prices = DEFAULT_PRICES,
+        tenants: TenantDirectory | None = None,
     ) -> None:
         self.tier = tier
+        self._tenants = tenants
         self._extractor = extractor
         self._prices = prices
         self._price = prices.tier(tier)
@@ -180,8 +194,10 @@ class TierProcessor:
         except InvalidOptions as exc:
             outcome = Outcome(Kind.FATAL, ErrorCode.INVALID_REQUEST, str(exc))
         else:
-            response = await self._from_cache(job, url)
-            refusal = None if response is not None else self._over_budget(job)
+            refusal = await self._refused_tenant(job)
+            response = None if refusal is not None else await self._from_cache(job, url)
+            if refusal is None and response is None:
+                refusal = self._over_budget(job)
             if response is not None:
                 outcome = Outcome(Kind.OK, http_status=response.status)
             elif refusal is not None:
@@ -351,7 +367,22 @@ class TierProcessor:
             return 0
         if outcome.code is ErrorCode.ROBOTS_DISALLOWED:
             return self._prices.robots_refusal
+        if outcome.code in _FREE:
+            return 0  # nothing ran: a job refused for its account is never charged
         return self._prices.failed
+
+    async def _refused_tenant(self, job: ScrapeRequest) -> Outcome | None:
+        """A job of a tenant the deployment does not know, or has disabled, is not run."""
+        if self._tenants is None:
+            return None
+        state = await self._tenants.state(job.tenant)
+        if state == "active":
+            return None
+        if state == "disabled":
+            return Outcome(Kind.FATAL, ErrorCode.TENANT_DISABLED, "the tenant is disabled")
+        return Outcome(
+            Kind.FATAL, ErrorCode.UNKNOWN_TENANT, f"no tenant {job.tenant!r} on this deployment"
+        )
 
     def _over_budget(self, job: ScrapeRequest) -> Outcome | None:
         """Why this tier may not fetch ``job``: it costs more than the job's ``max_credits``,

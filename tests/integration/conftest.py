@@ -135,6 +135,8 @@ def running_stack(
         "SCRAPIFIE_SINK_METRICS_PORT": str(free_port()),
         "SCRAPIFIE_ROUTER_METRICS_PORT": str(free_port()),
         "SCRAPIFIE_GATEWAY__TIERS": json.dumps(list(tiers)),
+        # Tests submit in bursts: the per-tenant rate is lifted (test_accounts.py sets its own).
+        "SCRAPIFIE_GATEWAY__RATE_PER_S": "100000",
         # Private targets are refused unless listed exactly (SSRF guard).
         "SCRAPIFIE_FETCH__ALLOW_PRIVATE": json.dumps(allow_private),
         **(extra_env or {}),
