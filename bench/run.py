@@ -32,7 +32,7 @@ from bench.report import BROWSER_HEADLINE_CONCURRENCY, HEADLINE_CONCURRENCY, run
 from bench.target import HOSTS, SIZES, Nginx, build_corpus, nginx_binary
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-SUITES = ("raw", "scrapy", "browser", "hotpath", "e2e", "worker", "sinks")
+SUITES = ("raw", "scrapy", "browser", "hotpath", "e2e", "worker", "sinks", "fairness")
 
 
 @dataclass(frozen=True)
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
 
             progress.phase("worker hot path: CPU-bound steps per page, timed alone")
             results["hotpath"] = guarded("hotpath", partial(measure_hotpath, corpus))
-        if {"e2e", "worker", "sinks", "browser"} & set(cfg.suites):
+        if {"e2e", "worker", "sinks", "browser", "fairness"} & set(cfg.suites):
             from bench.stack import BenchStack, target_env
 
             progress.phase("starting Kafka (KRaft) and PostgreSQL")
@@ -295,6 +295,17 @@ def main(argv: list[str] | None = None) -> int:
                     )
 
                 results["worker_alone"] = guarded("worker alone", worker_alone)
+            if "fairness" in cfg.suites:
+                from bench.fairness import run_fairness
+
+                results["fairness"] = guarded(
+                    "fairness",
+                    lambda: asyncio.run(
+                        run_fairness(
+                            stack, urls, progress, a_jobs=5000 if cfg.mode == "full" else 2000
+                        )
+                    ),
+                )
             if "sinks" in cfg.suites:
                 from bench.sinks import run_sinks_alone
 
@@ -523,6 +534,21 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
             f" pages/s; the formats cost the workers {extra:+.2f} ms CPU per page)",
             ratio >= 0.7,
         )
+    fair = {r["a_max_jobs"]: r for r in (results.get("fairness") or {}).get("rounds", [])}
+    if fair:
+        capped = next((r for c, r in fair.items() if c), None)
+        free = fair.get(None)
+        if capped and free:
+            add(
+                f"tenant B's 10 jobs while A floods {capped['a_jobs']:,} (A capped at"
+                f" {capped['a_max_jobs']} jobs not ended vs uncapped)",
+                "B not held behind A's whole flood",
+                f"B p50 {capped['b_latency_ms']['p50']:,.0f} ms / max"
+                f" {capped['b_latency_ms']['max']:,.0f} ms capped; p50"
+                f" {free['b_latency_ms']['p50']:,.0f} ms / max"
+                f" {free['b_latency_ms']['max']:,.0f} ms uncapped",
+                capped["b_latency_ms"]["max"] < free["b_latency_ms"]["max"],
+            )
     lat = (e2e.get("latency") or {}).get("submit_to_result_ms", {})
     if lat.get("n"):
         add(

@@ -17,6 +17,7 @@ from pydantic import TypeAdapter
 
 from connectors.api import SUBMISSION_FIELDS
 from connectors.openapi_parts import EXAMPLES, EXTRACT_RULE
+from connectors.usage import GROUP_BY
 from connectors.views import AttemptEvent, EscalationEvent, FormatView, JobView
 from schemas.cache import MAX_AGE_S
 from schemas.errors import ErrorCode
@@ -180,10 +181,30 @@ def _resp(desc: str, schema: str | None = None, **extra: Any) -> dict[str, Any]:
 
 _ERRORS = {
     "400": _resp("Invalid input; the message says what to fix.", "Error"),
-    "401": _resp("Missing or unknown API key.", "Error"),
+    "401": _resp("Missing, unknown or revoked API key.", "Error"),
+    "403": _resp("The API key's tenant is disabled (tenant_disabled).", "Error"),
     "413": _resp("Body or batch too large.", "Error"),
     "500": _resp("A defect (code internal); the message names the logged trace id.", "Error"),
     "503": _resp("A backend is unavailable; retry after Retry-After seconds.", "Error"),
+}
+# What a submission can answer besides its own statuses: the account's limits.
+_LIMITS = {
+    "402": _resp(
+        "insufficient_credits: the account cannot pay for the job(s) at their starting tier.",
+        "Error",
+    ),
+    "429": _resp(
+        "rate_limited (over the account's submissions per second; see Retry-After) or"
+        " too_many_jobs (over its jobs not ended).",
+        "Error",
+        headers={"Retry-After": {"schema": {"type": "integer"}}},
+    ),
+}
+_CHARGED = {
+    "X-Credits-Charged": {
+        "schema": {"type": "integer"},
+        "description": "What the job cost (jobs that have ended).",
+    }
 }
 # What a read can answer besides its own statuses (no body to be invalid or too large).
 _READ_ERRORS = {k: v for k, v in _ERRORS.items() if k not in ("400", "413")}
@@ -267,7 +288,10 @@ def build_openapi(
             }
         },
     }
-    job = {"200": _resp("The job and its story.", "JobView"), "404": _resp("Unknown job.", "Error")}
+    job = {
+        "200": _resp("The job and its story.", "JobView", headers=_CHARGED),
+        "404": _resp("Unknown job.", "Error"),
+    }
     return {
         "openapi": "3.1.0",
         "info": {"title": "Scrapifie gateway", "version": "1"},
@@ -298,9 +322,10 @@ def build_openapi(
                     ],
                     "requestBody": submission,
                     "responses": {
-                        "200": _resp("Finished within ?wait.", "JobView"),
+                        "200": _resp("Finished within ?wait.", "JobView", headers=_CHARGED),
                         "202": _resp("Accepted.", "Accepted"),
                         **_ERRORS,
+                        **_LIMITS,
                     },
                 }
             },
@@ -326,7 +351,11 @@ def build_openapi(
                             }
                         },
                     },
-                    "responses": {"202": _resp("Accepted, one entry per job."), **_ERRORS},
+                    "responses": {
+                        "202": _resp("Accepted, one entry per job."),
+                        **_ERRORS,
+                        **_LIMITS,
+                    },
                 }
             },
             "/v1/jobs/{job_id}": {
@@ -391,7 +420,31 @@ def build_openapi(
             "/v1/usage": {
                 "get": {
                     "summary": "Credits and attempts of the caller's tenant",
-                    "responses": {"200": _resp("Usage."), **_READ_ERRORS},
+                    "parameters": [
+                        {
+                            "name": "from",
+                            "in": "query",
+                            "schema": {"type": "string", "format": "date"},
+                            "description": "First UTC day (inclusive); default: all time.",
+                        },
+                        {
+                            "name": "to",
+                            "in": "query",
+                            "schema": {"type": "string", "format": "date"},
+                            "description": "Last UTC day (inclusive).",
+                        },
+                        {
+                            "name": "group_by",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": list(GROUP_BY)},
+                            "description": "Adds rows per tier, day or error code.",
+                        },
+                    ],
+                    "responses": {
+                        "200": _resp("Usage."),
+                        "400": _resp("A bad parameter.", "Error"),
+                        **_READ_ERRORS,
+                    },
                 }
             },
             "/healthz": {

@@ -64,7 +64,10 @@ async def _usage(stack: Stack, key: str) -> tuple[int, Any]:
         timeout=30,
     ) as client:
         resp = await client.get("/v1/usage")
-    return resp.status_code, resp.json()
+    body = resp.json()
+    # The fields these tests are about (the answer has more: reserved credits, rows...).
+    fields = ("tenant", "credits_remaining", "attempts", "credits_used", "error")
+    return resp.status_code, {k: v for k, v in body.items() if k in fields}
 
 
 async def _status_within(stack: Stack, key: str, status: int, seconds: float) -> float:
@@ -300,7 +303,9 @@ async def test_a_tenant_sees_only_its_own_jobs(stack: Stack, target: TargetSite)
             assert (resp.status_code, resp.json()["error"]["code"]) == (404, "not_found"), path
 
         usage = (await theirs.get("/v1/usage")).json()
-        assert usage == {
+        assert {
+            k: usage[k] for k in ("tenant", "credits_remaining", "attempts", "credits_used")
+        } == {
             "tenant": other_tenant,
             "credits_remaining": 1000,
             "attempts": 0,
