@@ -11,6 +11,7 @@ The compressed object itself is loaded whole: it is bounded by the result topic'
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import zlib
 from collections.abc import Mapping
@@ -27,6 +28,7 @@ __all__ = [
     "CHUNK_BYTES",
     "SAFE_HEADERS",
     "accepts_gzip",
+    "inline_formats",
     "media_type",
     "send_format",
     "send_gzipped",
@@ -192,3 +194,29 @@ def _transcode(data: bytes, content_type: str | None) -> bytes:
         raise ApiError(413, "too_large", "the page is too large to transcode; ask for raw")
     text, _encoding = decode_html(body, content_type)
     return text.encode("utf-8", "replace")
+
+
+INLINE_MAX_BYTES = 64 * 1024
+_JSON_FORMATS = frozenset({Format.LINKS, Format.METADATA, Format.EXTRACT})
+
+
+async def inline_formats(row: dict[str, object], store: ObjectStore) -> dict[str, object]:
+    """The job's formats of at most :data:`INLINE_MAX_BYTES` each, for ``?wait=&inline=true``:
+    text formats as strings (``html`` in UTF-8), links/metadata/extract as JSON values. Larger
+    ones, ``raw`` and the screenshot are left to their URLs (``formats``)."""
+    out: dict[str, object] = {}
+    for name, (key, _media, size) in stored_formats(dict(row)).items():
+        if name in (Format.RAW, Format.SCREENSHOT) or size is None or size > INLINE_MAX_BYTES:
+            continue
+        try:
+            data = await store.get(key)
+        except StorageError:
+            continue  # the URL still serves it once storage answers
+        if data is None:
+            continue
+        if name == Format.HTML:
+            text = _transcode(data, str(row.get("content_type") or "") or None).decode("utf-8")
+        else:
+            text = zlib.decompress(data, wbits=31).decode("utf-8", "replace")
+        out[name] = json.loads(text) if name in _JSON_FORMATS else text
+    return out

@@ -40,7 +40,7 @@ from connectors.api import (
 )
 from connectors.auth import KEY_SQL, Authenticator
 from connectors.config import GatewayConfig
-from connectors.content import SAFE_HEADERS, send_format
+from connectors.content import SAFE_HEADERS, inline_formats, send_format
 from connectors.intake import Intake
 from connectors.openapi import build_openapi
 from connectors.storage import ObjectStore, StorageError
@@ -250,6 +250,7 @@ class Gateway:
             raise ApiError(400, "invalid_request", "body must be a JSON object with at least 'url'")
         job = self._intake.build(body, request[TENANT], request[TRACE])
         wait_s = wait_param(request, self._config.max_wait_s)  # a 400 must mean not accepted
+        inline = _flag(request, "inline")
         await self._intake.submit(request[TENANT], [job])
         if wait_s:
             job_id, tenant = job.job_id, request[TENANT]
@@ -257,7 +258,10 @@ class Gateway:
                 self._waiters, job_id, wait_s, lambda: self._job_row(job_id, tenant)
             )
             if row is not None:
-                return web.json_response(await self._view(row), status=200, headers=_charged(row))
+                view = await self._view(row)
+                if inline:
+                    view["inline"] = await inline_formats(row, self._store)
+                return web.json_response(view, status=200, headers=_charged(row))
         return web.json_response(accepted(job), status=202)
 
     async def post_batch(self, request: web.Request) -> web.Response:
@@ -397,3 +401,10 @@ def _charged(row: dict[str, Any]) -> dict[str, str]:
     if row.get("status") in FINAL_STATUSES and row.get("credits") is not None:
         return {"X-Credits-Charged": str(row["credits"])}
     return {}
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    value = request.query.get(name, "false").lower()
+    if value not in ("true", "false", "1", "0"):
+        raise ApiError(400, "invalid_request", f"{name} must be true or false")
+    return value in ("true", "1")

@@ -313,6 +313,13 @@ def build_openapi(
                             " comes in time, else 202).",
                         },
                         {
+                            "name": "inline",
+                            "in": "query",
+                            "schema": {"type": "boolean", "default": False},
+                            "description": "With ?wait: the job's formats up to 64 KiB each in"
+                            " `inline` (text as strings, links/metadata/extract as JSON).",
+                        },
+                        {
                             "name": "X-Request-ID",
                             "in": "header",
                             "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]+$"},

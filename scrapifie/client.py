@@ -71,6 +71,9 @@ def submit(gateway: str, api_key: str, path: Path, wait_s: float, out: TextIO = 
         for i in range(0, len(jobs), BATCH):
             chunk = jobs[i : i + BATCH]
             resp = client.post("/v1/jobs/batch", json={"jobs": chunk})
+            while resp.status_code == 429:  # the account's rate or jobs in flight: wait, resend
+                time.sleep(float(resp.headers.get("Retry-After", "5")))
+                resp = client.post("/v1/jobs/batch", json={"jobs": chunk})
             if resp.status_code != 202:
                 bar.close()
                 print(f"batch starting at job {i + 1} refused: {resp.text}", file=sys.stderr)

@@ -116,6 +116,8 @@ def make_stack(
             "SCRAPIFIE_ROUTER_METRICS_PORT": str(free_port()),
             # Only the http tier runs here; jobs go through the router (tier auto).
             "SCRAPIFIE_GATEWAY__TIERS": '["http"]',
+            # The scenarios submit in bursts; the per-tenant rate limit is not what they test.
+            "SCRAPIFIE_GATEWAY__RATE_PER_S": "100000",
             # Private targets are refused unless listed exactly (SSRF guard); the local target
             # is fast, so the polite per-site default rate is lifted for it.
             "SCRAPIFIE_FETCH__ALLOW_PRIVATE": json.dumps([slow_site.hostport]),

@@ -6,6 +6,7 @@ moving no balance."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
@@ -181,3 +182,23 @@ async def test_the_charge_is_shown_and_a_metering_replay_moves_no_balance(
     assert replayed > 0
     await asyncio.sleep(3)  # the ledger sink reads them all again
     assert await _balance(stack, tenant) == before
+
+
+async def test_jobs_published_to_kafka_for_an_unknown_or_disabled_tenant_end_unrun(
+    stack: Stack, target: TargetSite
+) -> None:
+    disabled, _ = await _tenant(stack, 100, enabled=False)
+    url = f"{target.base}/counted/{uuid.uuid4()}"
+    jobs = {str(uuid.uuid4()): f"nobody-{uuid.uuid4().hex[:6]}", str(uuid.uuid4()): disabled}
+    async with AIOKafkaProducer(bootstrap_servers=stack.kafka.bootstrap) as producer:
+        for job_id, tenant in jobs.items():
+            doc = {"job_id": job_id, "tenant": tenant, "url": url}
+            await producer.send_and_wait(
+                stack.kafka.topics.tier("http"), json.dumps(doc).encode(), key=b"127.0.0.1"
+            )
+    rows = await wait_final(stack.dsn, list(jobs), timeout_s=60)
+    codes = {rows[j]["tenant_id"]: (rows[j]["status"], rows[j]["error_code"]) for j in jobs}
+    assert codes[disabled] == ("failed", "tenant_disabled")
+    assert [v for k, v in codes.items() if k != disabled] == [("failed", "unknown_tenant")]
+    assert all(rows[j]["credits"] == 0 for j in jobs)
+    assert target.hits.get(url.removeprefix(target.base), 0) == 0  # never fetched

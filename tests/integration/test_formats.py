@@ -159,3 +159,26 @@ async def test_the_readme_consumer_example_reads_the_results(
     assert proc.returncode == 0, err.decode()
     line = out.decode().splitlines()[0].split(" ", 3)
     assert line[1] in ("succeeded", "failed"), out
+
+
+async def test_wait_can_inline_small_formats(stack: Stack, target: TargetSite) -> None:
+    async with stack.client() as client:
+        resp = await client.post(
+            "/v1/jobs",
+            params={"wait": 60, "inline": "true"},
+            json={
+                "url": f"{target.base}/article-sjis",
+                "options": {"formats": ["markdown", "links"], "extract": {"h": "h1"}},
+            },
+        )
+        bad = await client.post(
+            "/v1/jobs", params={"wait": 1, "inline": "maybe"}, json={"url": target.base}
+        )
+    job = resp.json()
+    assert job["status"] == "succeeded", job
+    inline = job["inline"]
+    assert set(inline) == {"html", "markdown", "links", "extract"}
+    assert "記事の見出し" in inline["markdown"] and inline["html"] == ARTICLE
+    assert inline["extract"] == {"h": "記事の見出し"}
+    assert isinstance(inline["links"], list)
+    assert bad.status_code == 400

@@ -413,3 +413,34 @@ async def test_a_chromium_killed_mid_job_is_retried_and_the_pool_recovers(
     assert worker.poll() is None and st.procs["worker-browser"] is worker
     now = set(chromium_browser_pids(worker.pid))
     assert now and not now & browsers, (now, browsers)
+
+
+# After the routing tests: these http-tier jobs teach the router about the site too.
+async def test_formats_of_a_page_javascript_wrote_come_from_the_rendered_page(
+    tier_stack: Stack, js_site: JsSite
+) -> None:
+    body = {
+        "url": f"{js_site.base}/js-only/formats",
+        "tier": "http",
+        "options": {"formats": ["markdown", "text"], "extract": {"p": "p"}},
+    }
+    row = await _submit(tier_stack, body)
+    assert (row["status"], row["tier"]) == ("succeeded", "browser"), row
+    async with tier_stack.client() as client:
+        job = (await client.get(f"/v1/jobs/{row['job_id']}")).json()
+        markdown = (await client.get(job["formats"]["markdown"]["url"])).text
+        extracted = (await client.get(job["formats"]["extract"]["url"])).json()
+    assert "Rendered by JavaScript." in markdown
+    assert extracted["p"].startswith("Rendered by JavaScript.")
+
+
+async def test_max_credits_stops_escalation_and_charges_nothing(
+    tier_stack: Stack, js_site: JsSite
+) -> None:
+    """The http tier finds an empty shell; the browser tier (5 credits) is over the job's
+    max_credits (1): the job fails budget_exceeded, never rendered, never charged."""
+    body = {"url": f"{js_site.base}/js-only/budget", "tier": "http", "options": {"max_credits": 1}}
+    row = await _submit(tier_stack, body)
+    assert (row["status"], row["error_code"]) == ("failed", "budget_exceeded"), row
+    assert row["credits"] == 0
+    assert "more than options.max_credits (1)" in row["error_message"]
