@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -30,6 +31,9 @@ __all__ = ["Intake"]
 
 log = logging.getLogger(__name__)
 
+ADMIT_TIMEOUT_S = 1.0  # the most a submission waits for the account database
+DB_RETRY_S = 5.0  # after it failed, how long admission goes on without it
+
 
 class Intake:
     def __init__(
@@ -51,6 +55,7 @@ class Intake:
         self._pool = pool
         self._codec = default_codec()
         self._enabled_tiers = (*config.tiers, AUTO)
+        self._db_down_until = 0.0  # admission skips PostgreSQL until then (it was away)
         self._unreserved = Counter(
             "scrapifie_gateway_unreserved_jobs_total",
             "Jobs accepted without reserving credits, PostgreSQL being unreachable.",
@@ -128,9 +133,13 @@ class Intake:
         if pool is None:
             raise ApiError(503, "unavailable", "the gateway is starting", {"Retry-After": "2"})
         try:
-            async with asyncio.timeout(2), pool.connection() as conn:
+            if time.monotonic() < self._db_down_until:
+                raise TimeoutError("PostgreSQL did not answer a moment ago")
+            async with asyncio.timeout(ADMIT_TIMEOUT_S), pool.connection() as conn:
                 return await admit(conn, tenant, jobs, self._admission)
         except (psycopg.Error, TimeoutError) as exc:
+            # Not asked again for a while: every submission would wait for it meanwhile.
+            self._db_down_until = max(self._db_down_until, time.monotonic() + DB_RETRY_S)
             if not self._config.admit_without_db:
                 raise ApiError(
                     503,
