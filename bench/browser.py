@@ -481,6 +481,9 @@ async def _tier_round(
     try:
         async with _driver_class()(stack.kafka_config(prefix), stack.dsn, progress) as driver:
             driver.watch = [worker]
+            # Workers run only jobs of tenants the deployment knows (unknown_tenant otherwise).
+            await stack.add_tenant(f"bench-browser-warm-{name}")
+            await stack.add_tenant(f"bench-browser-{name}")
             warm_batch = await driver.submit_many(warm, f"bench-browser-warm-{name}")
             got = await driver.wait_results(warm_batch, WARMUP_TIMEOUT_S)
             if got < len(warm):

@@ -61,6 +61,7 @@ async def _round(
             _, value = encode_request(codec, url, "bench-worker-alone", "http", "http")
             yield topic, site_key(url).encode(), value
 
+    await stack.add_tenant("bench-worker-alone")  # jobs of unknown tenants are not run
     progress.phase(f"http worker alone: pre-filling {jobs:,} jobs")
     await prefill(kafka, records(), jobs, progress)
     progress.phase(f"http worker alone: {jobs:,} jobs, max_in_flight={in_flight}")

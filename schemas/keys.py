@@ -76,4 +76,4 @@ def screenshot_object_key(tenant: str, job_id: str) -> str:
 
 def document_object_key(tenant: str, job_id: str, fmt: str) -> str:
     """Where a job's derived format (markdown, links…) lives in object storage. Deterministic."""
-    return f"documents/{tenant}/{job_id[:2]}/{job_id}/{fmt}.gz"
+    return f"documents/{tenant}/{job_id[:2]}/{job_id}.{fmt}.gz"

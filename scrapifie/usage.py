@@ -1,8 +1,8 @@
 """``scrapifie usage TENANT``: a tenant's balance and usage, straight from PostgreSQL.
 
-Reads what ``GET /v1/usage`` answers (``connectors.usage``), with the same parameters: a window
-of UTC days (``--from``/``--to``, inclusive; default all time) and a breakdown (``--group-by``
-tier, day or error_code). Exit status: 0 done, 1 no such tenant, 2 bad arguments or
+Reads what ``GET /v1/usage`` answers (``connectors.gateway.usage``), with the same parameters: a
+window of UTC days (``--from``/``--to``, inclusive; default all time) and a breakdown
+(``--group-by`` tier, day or error_code). Exit status: 0 done, 1 no such tenant, 2 bad arguments or
 PostgreSQL unreachable or not migrated.
 """
 
@@ -19,7 +19,7 @@ __all__ = ["add_parser", "render", "run"]
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Add ``usage`` to the CLI's sub-parsers ``sub``; the ``usage`` parser."""
-    from connectors.usage import GROUP_BY
+    from connectors.gateway.usage import GROUP_BY
 
     s: argparse.ArgumentParser = sub.add_parser(
         "usage",
@@ -39,7 +39,7 @@ def run(dsn: str, args: argparse.Namespace) -> int:
     """Run ``usage`` for ``args`` against the database at ``dsn``; the exit status."""
     import psycopg
 
-    from connectors.usage import UnknownTenant, parse_usage_query
+    from connectors.gateway.usage import UnknownTenant, parse_usage_query
 
     given = {"from": args.start, "to": args.end, "group_by": args.group_by}
     try:
@@ -67,7 +67,7 @@ def run(dsn: str, args: argparse.Namespace) -> int:
 async def _read(dsn: str, tenant: str, *query: Any) -> dict[str, Any]:
     import psycopg
 
-    from connectors.usage import read_usage
+    from connectors.gateway.usage import read_usage
 
     start, end, group_by = query
     async with await psycopg.AsyncConnection.connect(dsn, connect_timeout=10) as conn:

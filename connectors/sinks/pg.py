@@ -76,9 +76,9 @@ _RESULT_COLUMNS = (
     "finished_at",
 )
 
-# Wakes the gateway's ?wait= requests (connectors/waiters.py) when their jobs turn final. Sent in
-# the results transaction, so it is delivered on commit, never before the row is visible. One
-# notification per chunk of ids: a payload holds at most 8000 bytes, and 150 ids of 36
+# Wakes the gateway's ?wait= requests (connectors/gateway/waiters.py) when their jobs turn final.
+# Sent in the results transaction, so it is delivered on commit, never before the row is
+# visible. One notification per chunk of ids: a payload holds at most 8000 bytes, and 150 ids of 36
 # characters plus commas take 5,550.
 JOBS_FINAL_CHANNEL = "scrapifie_jobs_final"
 NOTIFY_CHUNK = 150

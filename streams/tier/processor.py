@@ -25,7 +25,7 @@ from aiokafka.errors import (
 
 from schemas import Codec, DecodeError, ErrorCode, TopicSet, delay_bucket, site_key
 from schemas import headers as hdr
-from schemas.cache import CacheUnavailable, cache_key, shareable
+from schemas.cache import cache_key
 from schemas.kafka import EventProducer
 from schemas.options import DEFAULT_LIMITS, InvalidOptions, JobLimits, parse_options
 from schemas.prices import DEFAULT_PRICES, Prices
@@ -33,7 +33,7 @@ from schemas.records import FINAL_STATUSES, FetchOptions, JobStatus, ScrapeReque
 from schemas.text import storable
 from schemas.topics import MAX_MESSAGE_BYTES, TIER_ORDER
 from schemas.urls import InvalidURL, validate_url
-from streams.cache import CachedResponse, FetchCache, cached_response
+from streams.cache import CachedResponse, FetchCache
 from streams.config import FetchConfig, WorkerConfig
 from streams.errors import FetchError
 from streams.fetchers.base import Fetcher, FetchRequest, FetchResponse
@@ -43,6 +43,7 @@ from streams.politeness.limits import Feedback
 from streams.tenants import TenantDirectory
 from streams.tier import attempt
 from streams.tier.extract_runner import ExtractRunner
+from streams.tier.gates import Gates
 from streams.tier.outcome import Kind, Outcome, classify_error, classify_response
 from streams.tier.policy import Action, RetryPolicy, decide
 
@@ -73,17 +74,6 @@ class InputRecord:
     headers: list[tuple[str, bytes]]
 
 
-# Jobs refused before anything ran, for reasons of the account: never charged.
-_FREE = frozenset(
-    {
-        ErrorCode.UNKNOWN_TENANT,
-        ErrorCode.TENANT_DISABLED,
-        ErrorCode.BUDGET_EXCEEDED,
-        ErrorCode.INSUFFICIENT_CREDITS,
-    }
-)
-
-
 class TierProcessor:
     def __init__(
         self,
@@ -105,17 +95,8 @@ class TierProcessor:
         tenants: TenantDirectory | None = None,
     ) -> None:
         self.tier = tier
-        self._tenants = tenants
+        self._gates = Gates(tier, worker_config, metrics, prices, cache, tenants)
         self._extractor = extractor
-        self._prices = prices
-        self._price = prices.tier(tier)
-        self._cache = cache
-        self._cache_share = worker_config.cache_share_public
-        self._cache_timeout_s = worker_config.cache_timeout_s
-        self._cache_tiers = TIER_ORDER[TIER_ORDER.index(tier) :] if tier in TIER_ORDER else ()
-        self._m_cache = {
-            r: metrics.cache_lookups.labels(tier, r) for r in ("hit", "miss", "unavailable")
-        }
         self._limits = limits
         self._max_record_bytes = max_message_bytes - RECORD_OVERHEAD_BYTES
         self._fetcher = fetcher
@@ -194,10 +175,10 @@ class TierProcessor:
         except InvalidOptions as exc:
             outcome = Outcome(Kind.FATAL, ErrorCode.INVALID_REQUEST, str(exc))
         else:
-            refusal = await self._refused_tenant(job)
-            response = None if refusal is not None else await self._from_cache(job, url)
+            refusal = await self._gates.refused_tenant(job)
+            response = None if refusal is not None else await self._gates.from_cache(job, url)
             if refusal is None and response is None:
-                refusal = self._over_budget(job)
+                refusal = self._gates.over_budget(job)
             if response is not None:
                 outcome = Outcome(Kind.OK, http_status=response.status)
             elif refusal is not None:
@@ -241,27 +222,6 @@ class TierProcessor:
             extra=extra,
         )
 
-    async def _from_cache(self, job: ScrapeRequest, url: str) -> CachedResponse | None:
-        """A cached fetch that may answer ``job`` (its first attempt, with ``max_age_s``)."""
-        max_age = job.options.max_age_s
-        if self._cache is None or not max_age or job.attempt != 1 or not self._cache_tiers:
-            return None
-        try:
-            async with asyncio.timeout(self._cache_timeout_s):
-                hit = await self._cache.lookup(
-                    tenant=job.tenant,
-                    key=cache_key(url, job.options),
-                    max_age_s=max_age,
-                    tiers=self._cache_tiers,
-                    shared=self._cache_share and shareable(job.options),
-                )
-        except (CacheUnavailable, TimeoutError) as exc:
-            log.warning("job %s: result cache unavailable, fetching (%s)", job.job_id, exc)
-            self._m_cache["unavailable"].inc()
-            return None
-        self._m_cache["miss" if hit is None else "hit"].inc()
-        return None if hit is None else cached_response(hit)
-
     async def _records(
         self,
         rec: InputRecord,
@@ -285,7 +245,7 @@ class TierProcessor:
         key = job.job_id.encode()
         write = self._codec.write
         cached = response if isinstance(response, CachedResponse) else None
-        charge = self._charge(outcome, cached is not None, decision.action is Action.FINISH)
+        charge = self._gates.charge(outcome, cached is not None, decision.action is Action.FINISH)
         metering = attempt.metering(
             job, self.tier, outcome, response, elapsed, charge, cache_hit=cached is not None
         )
@@ -349,7 +309,7 @@ class TierProcessor:
         outcome = Outcome(Kind.FATAL, code, message)
         headers = hdr.make(trace_id=job.trace_id, job_id=job.job_id, tenant=job.tenant)
         key = job.job_id.encode()
-        charge = self._charge(outcome, cached=False, final=True)
+        charge = self._gates.charge(outcome, cached=False, final=True)
         metering = attempt.metering(job, self.tier, outcome, None, elapsed, charge)
         result = attempt.result(job, self.tier, outcome, None, elapsed)
         result.credits = charge
@@ -358,51 +318,6 @@ class TierProcessor:
             (self._topics.metering, key, self._codec.write(metering), headers),
             (self._topics.results, key, self._codec.write(result), headers),
         ]
-
-    def _charge(self, outcome: Outcome, cached: bool, final: bool) -> int:
-        """What this attempt costs (schemas.prices): a job pays once, in its last attempt."""
-        if outcome.ok:
-            return self._prices.cache_hit if cached else self._price
-        if not final:
-            return 0
-        if outcome.code is ErrorCode.ROBOTS_DISALLOWED:
-            return self._prices.robots_refusal
-        if outcome.code in _FREE:
-            return 0  # nothing ran: a job refused for its account is never charged
-        return self._prices.failed
-
-    async def _refused_tenant(self, job: ScrapeRequest) -> Outcome | None:
-        """A job of a tenant the deployment does not know, or has disabled, is not run."""
-        if self._tenants is None:
-            return None
-        state = await self._tenants.state(job.tenant)
-        if state == "active":
-            return None
-        if state == "disabled":
-            return Outcome(Kind.FATAL, ErrorCode.TENANT_DISABLED, "the tenant is disabled")
-        return Outcome(
-            Kind.FATAL, ErrorCode.UNKNOWN_TENANT, f"no tenant {job.tenant!r} on this deployment"
-        )
-
-    def _over_budget(self, job: ScrapeRequest) -> Outcome | None:
-        """Why this tier may not fetch ``job``: it costs more than the job's ``max_credits``,
-        or than the credits reserved for it (its tenant's balance when it was accepted)."""
-        price, cap, budget = self._price, job.options.max_credits, job.budget
-        if cap is not None and price > cap:
-            return Outcome(
-                Kind.FATAL,
-                ErrorCode.BUDGET_EXCEEDED,
-                f"the {self.tier} tier costs {price} credits, more than options.max_credits"
-                f" ({cap})",
-            )
-        if budget is not None and price > budget:
-            return Outcome(
-                Kind.FATAL,
-                ErrorCode.INSUFFICIENT_CREDITS,
-                f"the {self.tier} tier costs {price} credits; {budget} could be reserved for"
-                " this job when it was accepted",
-            )
-        return None
 
     def _outcome_counter(self, outcome: Outcome) -> Any:
         key = (outcome.kind.value, outcome.code.value if outcome.code else "")

@@ -10,8 +10,8 @@ import psycopg
 import pytest
 
 from connectors.db import migrate
+from connectors.gateway.waiters import JobListener, Waiters
 from connectors.sinks.pg import JOBS_FINAL_CHANNEL, NOTIFY_CHUNK, NOTIFY_FINAL, notify_params
-from connectors.waiters import JobListener, Waiters
 from scrapifie.local.postgres import LocalPostgres
 
 pytestmark = pytest.mark.integration

@@ -23,6 +23,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from connectors.db import migrate
+from connectors.gateway.usage import read_usage
 from connectors.sinks.pg import (
     INSERT_ATTEMPTS,
     INSERT_QUEUED,
@@ -35,7 +36,6 @@ from connectors.sinks.pg import (
     results_params,
     settle_params,
 )
-from connectors.usage import read_usage
 from schemas.prices import Prices
 from schemas.records import Metering, ScrapeRequest, ScrapeResult
 from scrapifie import accounts

@@ -1,4 +1,4 @@
-"""The gateway's API-key check (connectors/auth.py) with a fake key table and a fake clock: a
+"""The gateway's API-key check (connectors/gateway/auth.py), a fake key table and a fake clock: a
 revocation or a disabled tenant shows within the cache's second, known keys keep working while
 the database is away, and the ``tenants`` command line parses as documented."""
 
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from connectors.api import ApiError
-from connectors.auth import KEY_CACHE_TTL_S, Authenticator
+from connectors.gateway.api import ApiError
+from connectors.gateway.auth import KEY_CACHE_TTL_S, Authenticator
 from scrapifie.cli import _parser
 from scrapifie.tenants import DEFAULT
 

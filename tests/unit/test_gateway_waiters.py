@@ -1,5 +1,6 @@
-"""The gateway's waiter registry and wait loop (connectors/waiters.py), and the pure helpers of
-its content responses (connectors/content.py). No network: the row reader is a fake."""
+"""The gateway's waiter registry and wait loop (connectors/gateway/waiters.py), and the pure
+helpers of its content responses (connectors/gateway/content.py). No network: the row reader
+is a fake."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from connectors.content import CHUNK_BYTES, _Inflater, accepts_gzip, media_type
+from connectors.gateway.content import CHUNK_BYTES, _Inflater, accepts_gzip, media_type
+from connectors.gateway.waiters import Waiters, wait_final
 from connectors.sinks.pg import NOTIFY_CHUNK, notify_params
-from connectors.waiters import Waiters, wait_final
 
 pytestmark = pytest.mark.unit
 

@@ -9,11 +9,11 @@ import jsonschema
 import pytest
 from openapi_spec_validator import validate
 
-from connectors.api import SUBMISSION_FIELDS
 from connectors.config import GatewayConfig
 from connectors.gateway import Gateway
-from connectors.openapi import EXAMPLES, build_openapi
-from connectors.views import JobView
+from connectors.gateway.api import SUBMISSION_FIELDS
+from connectors.gateway.openapi import EXAMPLES, build_openapi
+from connectors.gateway.views import JobView
 from schemas.errors import ErrorCode
 from schemas.kafka import KafkaConfig
 from schemas.options import OPTION_NAMES, JobLimits, parse_options

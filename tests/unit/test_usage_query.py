@@ -1,4 +1,4 @@
-"""``GET /v1/usage``'s and ``scrapifie usage``'s parameters (connectors/usage.py): what is
+"""``GET /v1/usage``'s and ``scrapifie usage``'s parameters (connectors/gateway/usage.py): what is
 accepted, and that everything else is refused with a message saying what to fix; the CLI's
 table and its parsing."""
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from connectors.usage import UsageQuery, parse_usage_query
+from connectors.gateway.usage import UsageQuery, parse_usage_query
 from scrapifie.cli import _parser
 from scrapifie.usage import render
 

@@ -1,5 +1,5 @@
 """Taking jobs in: a submission's fields checked into a ScrapeRequest, the account's limits
-(connectors/accounts.py), then Kafka. A job is accepted only once Kafka has it; a 503 means
+(connectors/gateway/accounts.py), then Kafka. A job is accepted only once Kafka has it; a 503 means
 nothing was accepted (or, ``unconfirmed``, that the same job id may be sent again)."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import psycopg
 from prometheus_client import CollectorRegistry, Counter
 from psycopg_pool import AsyncConnectionPool
 
-from connectors.accounts import Admission, AdmissionLimits, admit, release
-from connectors.api import SUBMISSION_FIELDS, ApiError
 from connectors.config import GatewayConfig
+from connectors.gateway.accounts import Admission, AdmissionLimits, admit, release
+from connectors.gateway.api import SUBMISSION_FIELDS, ApiError
 from connectors.sinks.pg import INSERT_QUEUED, queued_params
 from schemas import default_codec, site_key
 from schemas import headers as hdr

@@ -30,7 +30,7 @@ from typing import Any, Final
 
 from psycopg import AsyncConnection
 
-from connectors.api import ApiError
+from connectors.gateway.api import ApiError
 from schemas.prices import Prices
 from schemas.records import AUTO, ScrapeRequest
 from schemas.topics import TIER_ORDER

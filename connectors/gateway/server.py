@@ -29,8 +29,9 @@ from prometheus_client import (
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from connectors.accounts import AdmissionLimits
-from connectors.api import (
+from connectors.config import GatewayConfig
+from connectors.gateway.accounts import AdmissionLimits
+from connectors.gateway.api import (
     ApiError,
     accepted,
     error_response,
@@ -38,15 +39,14 @@ from connectors.api import (
     request_trace_id,
     wait_param,
 )
-from connectors.auth import KEY_SQL, Authenticator
-from connectors.config import GatewayConfig
-from connectors.content import SAFE_HEADERS, inline_formats, send_format
-from connectors.intake import Intake
-from connectors.openapi import build_openapi
+from connectors.gateway.auth import KEY_SQL, Authenticator
+from connectors.gateway.content import SAFE_HEADERS, inline_formats, send_format
+from connectors.gateway.intake import Intake
+from connectors.gateway.openapi import build_openapi
+from connectors.gateway.usage import UnknownTenant, parse_usage_query, read_usage
+from connectors.gateway.views import HISTORY_SQL, job_view
+from connectors.gateway.waiters import JobListener, Waiters, wait_final
 from connectors.storage import ObjectStore, StorageError
-from connectors.usage import UnknownTenant, parse_usage_query, read_usage
-from connectors.views import HISTORY_SQL, job_view
-from connectors.waiters import JobListener, Waiters, wait_final
 from schemas import default_codec
 from schemas.kafka import EventProducer, KafkaConfig
 from schemas.options import DEFAULT_LIMITS, JobLimits

@@ -1,5 +1,5 @@
 """Parts of the OpenAPI document that are data: request examples and the extraction-rule
-schema (connectors/openapi.py assembles the document)."""
+schema (connectors/gateway/openapi.py assembles the document)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """What the API answers about a job: its row and its story, as typed views.
 
-The OpenAPI document is generated from these classes (connectors/openapi.py), so the document
-and the answers cannot drift apart. A job's story is every attempt (from scrape.metering) and
-every escalation (from scrape.escalations) in the order they happened.
+The OpenAPI document is generated from these classes (connectors/gateway/openapi.py), so the
+document and the answers cannot drift apart. A job's story is every attempt (from
+scrape.metering) and every escalation (from scrape.escalations) in the order they happened.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from connectors.api import ApiError
+from connectors.gateway.api import ApiError
 
 __all__ = ["KEY_CACHE_TTL_S", "KEY_SQL", "Authenticator"]
 

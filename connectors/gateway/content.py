@@ -18,9 +18,9 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
-from connectors.api import ApiError
+from connectors.gateway.api import ApiError
+from connectors.gateway.views import stored_formats
 from connectors.storage import ObjectStore, StorageError
-from connectors.views import stored_formats
 from documents import decode_html
 from schemas.formats import Format
 

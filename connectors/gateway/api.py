@@ -9,7 +9,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from connectors.views import links
+from connectors.gateway.views import links
 from schemas.records import JobStatus, ScrapeRequest
 
 __all__ = [

@@ -3,7 +3,7 @@
 Nothing here restates a field, an enum or a limit: the job options come from
 ``schemas.records.FetchOptions`` with the deployment's ``JobLimits`` and the validator's rules
 (``schemas.options``), statuses, outcomes and error codes from their enums, the answers from the
-views the gateway builds them with (``connectors.views``). A test holds the document against
+views the gateway builds them with (``connectors.gateway.views``). A test holds the document against
 the running gateway.
 """
 
@@ -15,10 +15,10 @@ from typing import Any, Final
 
 from pydantic import TypeAdapter
 
-from connectors.api import SUBMISSION_FIELDS
-from connectors.openapi_parts import EXAMPLES, EXTRACT_RULE
-from connectors.usage import GROUP_BY
-from connectors.views import AttemptEvent, EscalationEvent, FormatView, JobView
+from connectors.gateway.api import SUBMISSION_FIELDS
+from connectors.gateway.openapi_parts import EXAMPLES, EXTRACT_RULE
+from connectors.gateway.usage import GROUP_BY
+from connectors.gateway.views import AttemptEvent, EscalationEvent, FormatView, JobView
 from schemas.cache import MAX_AGE_S
 from schemas.errors import ErrorCode
 from schemas.extract import MAX_NAME_CHARS, MAX_RULES
