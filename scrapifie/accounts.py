@@ -19,6 +19,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 __all__ = [
+    "DB_ERRORS",
     "AccountError",
     "AlreadyExists",
     "ApiKey",
@@ -29,6 +30,7 @@ __all__ = [
     "add_key",
     "create_tenant",
     "credit",
+    "db_error_message",
     "get_tenant",
     "hash_key",
     "new_key",
@@ -86,6 +88,21 @@ class Tenant:
                 if isinstance(k.get(name), datetime):
                     k[name] = k[name].isoformat()
         return out
+
+
+# What a command reading or writing accounts may meet in the database: not migrated, or away.
+DB_ERRORS = (
+    psycopg.errors.UndefinedTable,
+    psycopg.errors.UndefinedColumn,
+    psycopg.OperationalError,
+)
+
+
+def db_error_message(exc: Exception) -> str:
+    """What to tell a person about one of :data:`DB_ERRORS`."""
+    if isinstance(exc, psycopg.OperationalError):
+        return f"cannot reach PostgreSQL ({exc})"
+    return f"the database is not migrated ({exc}); run `scrapifie migrate`"
 
 
 def hash_key(api_key: str) -> str:

@@ -14,6 +14,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from scrapifie.accounts import DB_ERRORS, db_error_message
+
 __all__ = ["add_parser", "run"]
 
 _LEGACY_CREDITS = 100_000
@@ -99,7 +101,6 @@ def _or_default(kind: Callable[[str], Any]) -> Callable[[str], Any]:
 
 def run(dsn: str, args: argparse.Namespace) -> int:
     """Run the ``tenants`` command ``args`` against the database at ``dsn``; the exit status."""
-    import psycopg
 
     from scrapifie.accounts import AccountError
 
@@ -116,13 +117,8 @@ def run(dsn: str, args: argparse.Namespace) -> int:
     except AccountError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
-        print(
-            f"error: the database is not migrated ({exc}); run `scrapifie migrate`", file=sys.stderr
-        )
-        return 2
-    except psycopg.OperationalError as exc:
-        print(f"error: cannot reach PostgreSQL ({exc})", file=sys.stderr)
+    except DB_ERRORS as exc:
+        print(f"error: {db_error_message(exc)}", file=sys.stderr)
         return 2
 
 

@@ -14,6 +14,8 @@ import json
 import sys
 from typing import Any
 
+from scrapifie.accounts import DB_ERRORS, db_error_message
+
 __all__ = ["add_parser", "render", "run"]
 
 
@@ -37,7 +39,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def run(dsn: str, args: argparse.Namespace) -> int:
     """Run ``usage`` for ``args`` against the database at ``dsn``; the exit status."""
-    import psycopg
 
     from connectors.gateway.usage import UnknownTenant, parse_usage_query
 
@@ -52,13 +53,8 @@ def run(dsn: str, args: argparse.Namespace) -> int:
     except UnknownTenant as exc:
         print(f"error: {exc} (see `scrapifie tenants list`)", file=sys.stderr)
         return 1
-    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
-        print(
-            f"error: the database is not migrated ({exc}); run `scrapifie migrate`", file=sys.stderr
-        )
-        return 2
-    except psycopg.OperationalError as exc:
-        print(f"error: PostgreSQL unreachable: {exc}", file=sys.stderr)
+    except DB_ERRORS as exc:
+        print(f"error: {db_error_message(exc)}", file=sys.stderr)
         return 2
     print(json.dumps(usage, indent=2) if args.json else render(usage))
     return 0
