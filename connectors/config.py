@@ -24,6 +24,14 @@ class StorageConfig(BaseModel):
     root: Path | None = Field(
         None, description="Local backend: directory (default <data>/objects)."
     )
+    local_sync: Literal["filesystem", "file"] = Field(
+        "filesystem",
+        description=(
+            "Local backend: how a batch's objects are made durable before their rows name them."
+            " `filesystem`: one syncfs for the batch's data, one for their names (Linux; else"
+            " `file`). `file`: an fsync of each object and of each directory that gained one."
+        ),
+    )
     s3_endpoint_url: str | None = Field(None, description="S3 API endpoint (MinIO, R2...).")
     s3_bucket: str = Field("scrapifie", description="Bucket for content objects.")
     s3_region: str = Field("us-east-1", description="Signing region.")

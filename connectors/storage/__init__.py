@@ -13,7 +13,7 @@ __all__ = ["LocalObjectStore", "ObjectStore", "StorageError", "open_store"]
 
 def open_store(cfg: StorageConfig, data_dir: Path) -> ObjectStore:
     if cfg.backend == "local":
-        return LocalObjectStore(cfg.root or data_dir / "objects")
+        return LocalObjectStore(cfg.root or data_dir / "objects", sync=cfg.local_sync)
     if cfg.backend == "s3":
         from connectors.storage.s3 import S3ObjectStore
 

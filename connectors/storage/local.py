@@ -1,39 +1,94 @@
 """Objects as files under a root directory; writes are atomic and durable before they return.
 
-Each object is written to an unnamed file (``O_TMPFILE``) in its directory, fsynced, then linked
-under its name (``linkat``), which fails if the name exists: first writer wins, a reader never
-sees a torn file, and a crash leaves no temp file behind. Where the filesystem has no
-``O_TMPFILE`` the store falls back to a named temp file, fsync, ``link`` and ``unlink``.
-(Measured: the unnamed file costs ~0.155 ms of CPU per 9 KB object against ~0.215 for the
-named one, fsync included; without fsync ~0.05.)
+A call writes its objects in two phases, so that no name can ever point at data a crash could
+lose, and a reader never sees a torn file:
 
-A batch is written by a few worker threads, each taking a share of it; each directory that
-gained a name is fsynced once per thread before the call returns, so a row written afterwards
-never points at a name a crash could lose.
+1. each object is written to an unnamed file (``O_TMPFILE``) in its directory;
+2. their data is made durable: one ``syncfs`` of the store's filesystem for the lot (``sync=
+   "filesystem"``, the default on Linux), or an ``fsync`` of each file (``sync="file"``);
+3. each is linked under its name (``linkat``), which fails if the name exists: first writer
+   wins;
+4. the names are made durable: one more ``syncfs``, or an ``fsync`` of each directory that
+   gained one.
+
+A crash leaves no temp file behind. Where the filesystem has no ``O_TMPFILE`` the store falls
+back to named temp files (``.tmp-*``), linked and unlinked in step 3.
+
+Why ``syncfs``: a results batch names thousands of objects, a few per job (the page and its
+derived formats), spread over hundreds of shard directories. An fsync per file and per
+directory costs an I/O request and a cache flush each, ~0.2 ms of CPU per object on the bench
+machine; a single ``syncfs`` lets the kernel write the batch's files together: ~0.07 ms per
+object, and one thread does it (bench/HISTORY.md, 2026-12-07). It also writes back whatever
+else is dirty on that filesystem, so a store that shares its disk with a busy writer that never
+syncs may prefer ``sync="file"`` (``SCRAPIFIE_STORAGE__LOCAL_SYNC``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import errno
 import os
+import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from connectors.storage.base import StorageError
 
 _O_TMPFILE: int = getattr(os, "O_TMPFILE", 0)
 # What open(O_TMPFILE) or a link through /proc says where unnamed files cannot be used.
 _NO_TMPFILE = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT, errno.EXDEV}
+# Files written (and held open) before each sync: bounded by the open-file limit.
+CHUNK = 512
+
+Sync = Literal["filesystem", "file"]
+
+
+def _load_syncfs() -> Callable[[int], None] | None:
+    """``syncfs(2)`` (Linux; Python has no binding), or None where it cannot be called."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int]
+    fn.restype = ctypes.c_int
+
+    def syncfs(fd: int) -> None:
+        if fn(fd) != 0:  # since Linux 5.8 this also reports writeback errors of the filesystem
+            code = ctypes.get_errno()
+            raise OSError(code, f"syncfs: {os.strerror(code)}")
+
+    return syncfs
+
+
+_SYNCFS = _load_syncfs()
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A file holding an object's data, not yet under its name."""
+
+    index: int
+    fd: int
+    dir_fd: int
+    name: str
+    tmp_name: str | None  # the named temp file's name, when unnamed files cannot be used
+    data: bytes
 
 
 class LocalObjectStore:
-    def __init__(self, root: Path, threads: int = 4) -> None:
+    def __init__(self, root: Path, sync: Sync = "filesystem") -> None:
         self._root = root
         self._root_abs = root.resolve()
-        self._threads = threads
         self._tmpfile = bool(_O_TMPFILE) and os.path.isdir("/proc/self/fd")
+        self._syncfs = _SYNCFS if sync == "filesystem" else None
+        self.sync: Sync = "filesystem" if self._syncfs is not None else "file"
 
     def _path(self, key: str) -> Path:
         """``root/key``; refuses keys that could name anything outside the root. Checked on the
@@ -51,29 +106,42 @@ class LocalObjectStore:
         if not items:
             return []
         paths = [(self._path(key), data) for key, data, _ctype in items]
-        # A few threads, so that their fsync waits overlap (the disk commits them together).
-        chunks = [paths[i :: self._threads] for i in range(min(self._threads, len(paths)))]
-        done = await asyncio.gather(*(asyncio.to_thread(self._put_many, c) for c in chunks))
-        written = [False] * len(paths)
-        for i, chunk in enumerate(done):
-            written[i :: self._threads] = chunk
-        return written
+        # One thread: with no fsync to wait for, more threads only contend for the GIL.
+        return await asyncio.to_thread(self._put_many, paths)
 
     def _put_many(self, items: list[tuple[Path, bytes]]) -> list[bool]:
-        written: list[bool] = []
-        dirs: dict[Path, int] = {}  # open directory fds, each fsynced once if it gained a name
-        grown: set[int] = set()
+        written = [False] * len(items)
+        dirs: dict[Path, int] = {}  # open directory fds
+        grown: set[int] = set()  # those that gained a name
         try:
-            for path, data in items:
-                dir_fd = dirs.get(path.parent)
-                if dir_fd is None:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    dir_fd = dirs[path.parent] = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-                written.append(self._put(dir_fd, path, data))
-                if written[-1]:
-                    grown.add(dir_fd)
-            for dir_fd in grown:
-                os.fsync(dir_fd)
+            self._root_abs.mkdir(parents=True, exist_ok=True)
+            root_fd = os.open(self._root_abs, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                for start in range(0, len(items), CHUNK):
+                    pending: list[_Pending] = []
+                    try:
+                        for i in range(start, min(start + CHUNK, len(items))):
+                            path, data = items[i]
+                            dir_fd = dirs.get(path.parent)
+                            if dir_fd is None:
+                                path.parent.mkdir(parents=True, exist_ok=True)
+                                dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+                                dirs[path.parent] = dir_fd
+                            if not _exists(dir_fd, path.name):
+                                pending.append(self._write(i, dir_fd, path, data))
+                        if pending:
+                            self._data_durable(root_fd, pending)
+                        for p in pending:
+                            written[p.index] = self._link(p, items[p.index][0])
+                            if written[p.index]:
+                                grown.add(p.dir_fd)
+                    finally:
+                        for p in pending:
+                            _discard(p)
+                if grown:
+                    self._names_durable(root_fd, grown)
+            finally:
+                os.close(root_fd)
         except OSError as exc:
             raise StorageError(f"cannot write objects under {self._root}: {exc}") from exc
         finally:
@@ -81,48 +149,57 @@ class LocalObjectStore:
                 os.close(dir_fd)
         return written
 
-    def _put(self, dir_fd: int, path: Path, data: bytes) -> bool:
-        try:
-            os.stat(path.name, dir_fd=dir_fd)
-            return False
-        except FileNotFoundError:
-            pass
+    def _write(self, index: int, dir_fd: int, path: Path, data: bytes) -> _Pending:
         if self._tmpfile:
             try:
-                return self._put_unnamed(dir_fd, path.name, data)
+                fd = os.open(".", _O_TMPFILE | os.O_WRONLY, 0o600, dir_fd=dir_fd)
             except OSError as exc:
                 if exc.errno not in _NO_TMPFILE:
                     raise
                 self._tmpfile = False  # this filesystem cannot: named temp files from now on
-        return self._put_named(path, data)
+            else:
+                pending = _Pending(index, fd, dir_fd, path.name, None, data)
+                _write_all(pending)
+                return pending
+        return self._write_named(index, dir_fd, path, data)
 
     @staticmethod
-    def _put_unnamed(dir_fd: int, name: str, data: bytes) -> bool:
-        fd = os.open(".", _O_TMPFILE | os.O_WRONLY, 0o600, dir_fd=dir_fd)
-        try:
-            _write_all(fd, data)
-            os.fsync(fd)
-            # linkat(AT_SYMLINK_FOLLOW) names the open file; it fails if the name exists.
-            os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dir_fd)
-        except FileExistsError:
-            return False
-        finally:
-            os.close(fd)
-        return True
-
-    @staticmethod
-    def _put_named(path: Path, data: bytes) -> bool:
+    def _write_named(index: int, dir_fd: int, path: Path, data: bytes) -> _Pending:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        pending = _Pending(index, fd, dir_fd, path.name, os.path.basename(tmp), data)
+        _write_all(pending)
+        return pending
+
+    def _link(self, p: _Pending, path: Path) -> bool:
+        """Name ``p``'s file; False when the name exists already (another writer was first)."""
         try:
-            _write_all(fd, data)
-            os.fsync(fd)
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
+            return _link(p)
+        except OSError as exc:
+            if p.tmp_name is not None or exc.errno not in _NO_TMPFILE:
+                raise
+        # No linking of open files through /proc here: the object again, as a named temp file
+        # made durable on its own (this happens once; later objects take that path directly).
+        self._tmpfile = False
+        named = self._write_named(p.index, p.dir_fd, path, p.data)
+        try:
+            os.fsync(named.fd)
+            return _link(named)
         finally:
-            os.close(fd)
-            os.unlink(tmp)
-        return True
+            _discard(named)
+
+    def _data_durable(self, root_fd: int, pending: list[_Pending]) -> None:
+        if self._syncfs is not None:
+            self._syncfs(root_fd)
+        else:
+            for p in pending:
+                os.fsync(p.fd)
+
+    def _names_durable(self, root_fd: int, grown: set[int]) -> None:
+        if self._syncfs is not None:
+            self._syncfs(root_fd)
+        else:
+            for dir_fd in grown:
+                os.fsync(dir_fd)
 
     async def get(self, key: str) -> bytes | None:
         path = self._path(key)
@@ -140,7 +217,42 @@ class LocalObjectStore:
             raise StorageError(f"cannot use {self._root}: {exc}") from exc
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+def _exists(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _write_all(p: _Pending) -> None:
+    view = memoryview(p.data)
+    try:
+        while view:
+            view = view[os.write(p.fd, view) :]
+    except BaseException:
+        _discard(p)
+        raise
+
+
+def _link(p: _Pending) -> bool:
+    try:
+        if p.tmp_name is None:
+            # linkat(AT_SYMLINK_FOLLOW) names the open file.
+            os.link(f"/proc/self/fd/{p.fd}", p.name, dst_dir_fd=p.dir_fd)
+        else:
+            os.link(p.tmp_name, p.name, src_dir_fd=p.dir_fd, dst_dir_fd=p.dir_fd)
+    except FileExistsError:
+        return False
+    return True
+
+
+def _discard(p: _Pending) -> None:
+    """Close ``p``'s file (an unnamed one goes with it) and remove its temp name; once each."""
+    if p.fd >= 0:
+        os.close(p.fd)
+        p.fd = -1
+    if p.tmp_name is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(p.tmp_name, dir_fd=p.dir_fd)
+        p.tmp_name = None
