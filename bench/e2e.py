@@ -366,6 +366,10 @@ class E2EPlan:
     # A round more with the most workers at in_flight[0], its jobs asking for these formats
     # (compared with the same setting without formats); empty: no such round.
     formats: list[str] = field(default_factory=lambda: ["markdown", "links", "metadata"])
+    # Rounds of each kind (with and without formats) at that setting, alternating which goes
+    # first; the goal compares medians (one round differs from the next by up to ~15% here).
+    formats_trials: int = 3
+    profile_formats: bool = False  # the profiled round's jobs ask for ``formats`` too
 
 
 async def run_e2e(
@@ -395,14 +399,7 @@ async def run_e2e(
                     )
                     out["throughput"].append(await round_.run(latency=False))
             if plan.formats:
-                n, mif = max(plan.workers), plan.in_flight[0]
-                round_ = _Round(
-                    stack, driver, prefix, urls, plan, progress, sink, mif, f"{mif}x{n}-formats", n
-                )
-                round_.formats = plan.formats
-                rep = await round_.run(latency=False)
-                rep["formats"] = plan.formats
-                out["formats_round"] = rep
+                await _formats_trials(stack, driver, prefix, urls, plan, progress, sink, out)
             if plan.memory_urls:
                 round_ = _Round(
                     stack, driver, prefix, plan.memory_urls, plan, progress, sink, 200, "200-slow"
@@ -413,11 +410,62 @@ async def run_e2e(
                 mif = plan.in_flight[0]
                 tag = f"{mif}-{plan.profiler}"
                 round_ = _Round(stack, driver, prefix, urls, plan, progress, sink, mif, tag)
+                if plan.profile_formats:
+                    round_.formats = plan.formats
                 out["profile"] = await round_.run(latency=False, profiler=plan.profiler)
+                out["profile"]["formats"] = round_.formats
     finally:
         await asyncio.to_thread(stack.stop, sink)
     out["sink_peak_rss_bytes"] = sink.peak_rss_bytes
     return out
+
+
+async def _formats_trials(
+    stack: BenchStack,
+    driver: Driver,
+    prefix: str,
+    urls: list[str],
+    plan: E2EPlan,
+    progress: Progress,
+    sink: Proc,
+    out: dict[str, Any],
+) -> None:
+    """Rounds with ``plan.formats`` and without, at the most workers and in_flight[0]: the plain
+    round of that setting measured above counts as the first without; then the two kinds
+    alternate which goes first. ``formats_round`` is the median round with formats."""
+    n, mif = max(plan.workers), plan.in_flight[0]
+    first_plain = next(
+        (r for r in out["throughput"] if r["workers"] == n and r["max_in_flight"] == mif), None
+    )
+    plain = [first_plain] if first_plain else []
+    with_formats: list[dict[str, Any]] = []
+    for t in range(max(1, plan.formats_trials)):
+        kinds: list[bool] = [True] if t == 0 else [t % 2 == 1, t % 2 == 0]
+        if t == 0 and not plain:
+            kinds = [False, True]
+        for formats in kinds:
+            tag = f"{mif}x{n}-{'formats' if formats else 'plain'}-{t + 1}"
+            round_ = _Round(stack, driver, prefix, urls, plan, progress, sink, mif, tag, n)
+            round_.formats = plan.formats if formats else None
+            rep = await round_.run(latency=False)
+            (with_formats if formats else plain).append(rep)
+    ranked = sorted(with_formats, key=lambda r: r.get("row_pages_per_s") or 0)
+    out["formats_round"] = {**ranked[len(ranked) // 2], "formats": plan.formats}
+    out["formats_trials"] = {
+        "runs": len(with_formats),
+        "plain_row_pages_per_s": [r.get("row_pages_per_s") for r in plain],
+        "formats_row_pages_per_s": [r.get("row_pages_per_s") for r in with_formats],
+        "plain_cpu_ms_per_page": [cpu_ms_per_page(r) for r in plain],
+        "formats_cpu_ms_per_page": [cpu_ms_per_page(r) for r in with_formats],
+    }
+
+
+def cpu_ms_per_page(r: dict[str, Any]) -> dict[str, float]:
+    """CPU per page (ms of one core) of each process group in an e2e round, until its last
+    result."""
+    rate = r.get("result_pages_per_s") or 0
+    cpu = r.get("cpu_pct_until_last_result") or {}
+    return {k: round(v * 10 / rate, 3) for k, v in cpu.items()} if rate else {}
 
 
 @dataclass
@@ -492,9 +540,15 @@ class _Round:
             # triggers a rebalance mid-round and leaves the round to the others (seen: 600
             # instead of 1,000 pages/s, the late worker doing 360 of 2,000 jobs).
             await wait_assigned(ports, *self.tier_topic())
-            _, warm = await self._batch(
-                self.urls[: self.plan.warmup_jobs], f"bench-warmup-{tag}", WARMUP_TIMEOUT_S
-            )
+            # The warm-up's jobs are the round's own kind (with its formats, if any): the worker's
+            # converters and the broker's JIT see records of the sizes the round then measures.
+            self.driver.formats = self.formats
+            try:
+                _, warm = await self._batch(
+                    self.urls[: self.plan.warmup_jobs], f"bench-warmup-{tag}", WARMUP_TIMEOUT_S
+                )
+            finally:
+                self.driver.formats = None
             if not warm["complete"]:
                 raise RuntimeError(
                     f"warm-up incomplete ({warm['results']} results, {warm['rows']} rows of "
@@ -532,6 +586,8 @@ class _Round:
                 if profiler is not None and pyspy_binary() is not None and self.sink.pid
                 else None
             )
+            kafka_pid = self.stack.kafka_pid
+            jit0 = jit_cpu_seconds(kafka_pid) if kafka_pid else 0.0
             try:
                 self.driver.formats = self.formats
                 batch = await self.driver.submit_many(self.urls, tenant)
@@ -539,6 +595,8 @@ class _Round:
             finally:
                 self.driver.formats = None
                 cpu = meter.stop()
+                if kafka_pid:
+                    out["broker_jit_cpu_s"] = round(jit_cpu_seconds(kafka_pid) - jit0, 2)
                 for n in range(2, self.workers + 1):  # one figure for the tier's processes
                     cpu["worker"] = round(cpu["worker"] + cpu.pop(f"worker-{n}", 0.0), 1)
                 for attached in (spy, sink_spy):

@@ -83,6 +83,7 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     lines += _busy_warning(results)
     lines += _throughput_table(results)
+    lines += _formats_section(results)
     lines += _sweep_table(results)
     lines += _latency_section(results)
     lines += _worker_alone_section(results)
@@ -223,6 +224,36 @@ def _throughput_table(results: dict[str, Any]) -> list[str]:
         )
     lines.append("")
     return lines
+
+
+def _formats_section(results: dict[str, Any]) -> list[str]:
+    e2e = results.get("e2e") or {}
+    t, fr = e2e.get("formats_trials"), e2e.get("formats_round")
+    if not t or not fr:
+        return []
+    workers, mif = fr.get("workers", 1), fr["max_in_flight"]
+    lines = [
+        f"## Formats: jobs asking for {', '.join(fr['formats'])} vs the page only",
+        "",
+        f"{workers} worker(s) at {mif}, rounds of each kind alternating which goes first (the"
+        " first without formats is the round in the table above). Rows + objects per second,"
+        " and CPU per page (ms of one core, until the round's last result) of the workers, the"
+        " sink, the broker and the whole machine.",
+        "",
+        "| round | pages/s | workers | sink | broker | machine |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for kind in ("plain", "formats"):
+        label = "with formats" if kind == "formats" else "page only"
+        rates = t[f"{kind}_row_pages_per_s"]
+        cpus = t[f"{kind}_cpu_ms_per_page"]
+        for i, (rate, cpu) in enumerate(zip(rates, cpus, strict=True), start=1):
+            lines.append(
+                f"| {label} {i} | {_num(rate)} | {_num(cpu.get('worker'), 2)} |"
+                f" {_num(cpu.get('sink'), 2)} | {_num(cpu.get('kafka'), 2)} |"
+                f" {_num(cpu.get('machine'), 2)} |"
+            )
+    return [*lines, ""]
 
 
 def _sweep_table(results: dict[str, Any]) -> list[str]:

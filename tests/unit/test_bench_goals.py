@@ -57,3 +57,20 @@ def test_the_memory_goal_is_read_on_the_round_that_really_held_200_fetches() -> 
     (goal,) = [g for g in goals(results) if "RSS" in g["goal"]]
     assert goal["met"] is True
     assert goal["measured"] == ("130 MB (max in flight seen: 200; responses sent at 32 KiB/s each)")
+
+
+def test_the_formats_goal_compares_the_medians_of_alternating_rounds() -> None:
+    cpu = [{"worker": w} for w in (0.8, 0.9, 0.7)]
+    trials = {
+        "runs": 3,
+        "plain_row_pages_per_s": [1000.0, 700.0, 1100.0],  # one slow round: the median holds
+        "formats_row_pages_per_s": [720.0, 760.0, 650.0],
+        "plain_cpu_ms_per_page": cpu,
+        "formats_cpu_ms_per_page": [{"worker": w + 0.5} for w in (0.8, 0.9, 0.7)],
+    }
+    fr = {**e2e(2, 64, 720.0), "formats": ["markdown", "links"]}
+    results = {"e2e": {"throughput": [], "formats_round": fr, "formats_trials": trials}}
+    (goal,) = [g for g in goals(results) if "formats" in g["goal"]]
+    assert goal["met"] is True  # 720 / 1000
+    assert goal["measured"].startswith("0.72x, medians of 3 rounds each (720 vs 1,000 pages/s;")
+    assert "+0.50 ms CPU per page" in goal["measured"]
