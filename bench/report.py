@@ -310,7 +310,8 @@ def _sinks_section(results: dict[str, Any]) -> list[str]:
         f"| {_num(pg.get('events_per_s'))} | job rows {_num(pg.get('jobs_rows_per_s'))}/s, "
         f"attempt rows {_num(pg.get('attempts_rows_per_s'))}/s (both at once) | "
         f"{pg_cpu.get('sink', '—')} / {pg_cpu.get('postgres', '—')} |",
-        f"| object storage (local, fsync) + job rows | {obj.get('expected', {}).get('jobs', 0):,} "
+        "| object storage (local, synced before rows) + job rows |"
+        f" {obj.get('expected', {}).get('jobs', 0):,} "
         "| "
         f"{_num(obj.get('events_per_s'))} | {obj.get('objects', 0):,} objects of "
         f"~{obj.get('mean_object_bytes', 0) / 1000:.0f} KB (gzip) | "
