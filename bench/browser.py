@@ -428,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _driver_class() -> type[Any]:
     """A Driver (bench.e2e) that produces to a tier topic and keeps each result's fields."""
-    from bench.e2e import Driver
+    from bench.driver import Driver
 
     class TierDriver(Driver):
         tier = "browser"

@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 from aiokafka import AIOKafkaProducer
 
-from bench.e2e import count_files
+from bench.driver import count_files
 from bench.procs import CpuMeter
 from bench.profile import PySpy, load_pyinstrument, load_pyspy, pyinstrument_wrapper, summarize
 from bench.progress import Progress

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
-from bench.e2e import encode_request
+from bench.driver import encode_request
 from bench.procs import cpu_seconds
 from bench.progress import Progress
 from bench.sinks import prefill
