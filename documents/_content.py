@@ -9,8 +9,9 @@ the tree: the caller runs them after every format that reads the page as it was.
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import Final, cast
 
+from lxml import etree
 from lxml.html import HtmlElement
 
 __all__ = ["main_content", "strip_boilerplate", "strip_scripts"]
@@ -36,6 +37,9 @@ _UNLIKELY: Final = re.compile(
 )
 _LIKELY: Final = re.compile(r"article|content|main|body|post|entry|story|text|page|hentry", re.I)
 _KEEP_TAGS: Final = frozenset({"html", "body", "main", "article", "h1", "h2", "h3"})
+# Compiled once: compiling an XPath costs more than running it on most pages.
+_MAIN: Final = etree.XPath("//main|//*[@role='main']")
+_ARTICLES: Final = etree.XPath("//article")
 
 
 def _drop(elements: list[HtmlElement]) -> None:
@@ -91,9 +95,9 @@ def main_content(root: HtmlElement) -> HtmlElement:
     body = root.find("body")
     if body is None:
         return root
-    candidates: list[HtmlElement] = root.xpath("//main|//*[@role='main']")
+    candidates = cast(list[HtmlElement], _MAIN(root))
     if not candidates:
-        candidates = root.xpath("//article")
+        candidates = cast(list[HtmlElement], _ARTICLES(root))
         if len(candidates) != 1:  # none, or a listing of several: the page is the content
             return body
     best = max(candidates, key=_text_length)

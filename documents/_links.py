@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import cast
+
+from lxml import etree
 from lxml.html import HtmlElement
 
 from documents._tree import absolute_url, normalise_space
 
 __all__ = ["links"]
+
+_IMAGE_ALTS = etree.XPath(".//img/@alt")
 
 
 def links(root: HtmlElement, base: str) -> list[dict[str, object]]:
@@ -30,7 +35,7 @@ def links(root: HtmlElement, base: str) -> list[dict[str, object]]:
         if not text:
             text = normalise_space(a.get("alt") or a.get("title") or "")
             if not text:
-                for alt in a.xpath(".//img/@alt")[:1]:
+                for alt in cast(list[str], _IMAGE_ALTS(a))[:1]:
                     text = normalise_space(str(alt))
         entry = found.get(url)
         if entry is None:

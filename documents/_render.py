@@ -85,8 +85,8 @@ def to_markdown(el: HtmlElement, base: str) -> str:
         )
         _MARKDOWN_OPTIONS_CACHE[base] = options
     html = etree.tostring(el, method="html", encoding="unicode", with_tail=False)
-    markdown = html_to_markdown.convert(html, options).content or ""
-    return markdown.strip() + "\n" if markdown.strip() else ""
+    markdown = (html_to_markdown.convert(html, options).content or "").strip()
+    return markdown + "\n" if markdown else ""
 
 
 def to_text(el: HtmlElement) -> str:

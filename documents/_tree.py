@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import re
 from enum import Enum
-from typing import Final
+from typing import Final, cast
 from urllib.parse import urldefrag, urljoin, urlsplit
 
 from lxml import etree
@@ -32,6 +32,10 @@ MAX_TAG_TOKENS: Final = 256
 # libxml2's default depth limit (256) stays on: no huge_tree, so 10k nested <div> cost nothing.
 _PARSER: Final = HTMLParser(encoding="utf-8", remove_comments=True, remove_pis=True)
 _SPACE: Final = re.compile(r"\s+")
+# Compiled once: compiling an XPath costs more than running it on most pages.
+_BASE_HREFS: Final = etree.XPath("//base/@href")
+# A '<' followed by LONG_TAG_CHARS characters that end no tag and start none: a long tag.
+_LONG_TAG: Final = re.compile(f"<[^<>]{{{LONG_TAG_CHARS}}}")
 _HTML_START: Final = re.compile(
     r"\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head|body|meta|title|div|p|a|script)\b",
     re.IGNORECASE | re.DOTALL,
@@ -63,10 +67,10 @@ def _limit_attributes(text: str) -> str:
     """``text`` with every tag cut after :data:`MAX_TAG_TOKENS` attributes: libxml2 checks each
     attribute against all the previous ones of its tag, so an attribute flood is quadratic
     (100k attributes: 13 s). Only tags longer than :data:`LONG_TAG_CHARS` are looked at; one
-    shorter has too few attributes to matter. C-speed for ordinary pages (one split)."""
-    segments = text.split(">")
-    if max(map(len, segments)) <= LONG_TAG_CHARS:
+    shorter has too few attributes to matter. C-speed for ordinary pages (one regex scan)."""
+    if _LONG_TAG.search(text) is None:
         return text
+    segments = text.split(">")
     for i, segment in enumerate(segments):
         if len(segment) > LONG_TAG_CHARS:
             start = segment.rfind("<")
@@ -85,7 +89,7 @@ def parse_html(text: str) -> HtmlElement:
     if len(data) > MAX_INPUT_BYTES:
         data = data[:MAX_INPUT_BYTES].decode("utf-8", "ignore").encode("utf-8")
     try:
-        if data.strip():
+        if data and not data.isspace():  # no copy of the page, unlike strip()
             root = document_fromstring(data, parser=_PARSER)
             if isinstance(root, HtmlElement):
                 return root
@@ -101,7 +105,7 @@ def normalise_space(text: str) -> str:
 
 def base_url(root: HtmlElement, url: str) -> str:
     """The base for the page's relative links: the first ``<base href>``, else the page URL."""
-    for href in root.xpath("//base/@href")[:1]:
+    for href in cast(list[str], _BASE_HREFS(root))[:1]:
         joined = absolute_url(url, str(href))
         if joined:
             return joined

@@ -77,6 +77,7 @@ class _Pending:
     index: int
     fd: int
     dir_fd: int
+    directory: str
     name: str
     tmp_name: str | None  # the named temp file's name, when unnamed files cannot be used
     data: bytes
@@ -86,17 +87,17 @@ class LocalObjectStore:
     def __init__(self, root: Path, sync: Sync = "filesystem") -> None:
         self._root = root
         self._root_abs = root.resolve()
+        self._root_str = str(self._root_abs)
         self._tmpfile = bool(_O_TMPFILE) and os.path.isdir("/proc/self/fd")
         self._syncfs = _SYNCFS if sync == "filesystem" else None
         self.sync: Sync = "filesystem" if self._syncfs is not None else "file"
 
-    def _path(self, key: str) -> Path:
+    def _path(self, key: str) -> str:
         """``root/key``; refuses keys that could name anything outside the root. Checked on the
         text (no filesystem calls): keys are ours, relative, with no empty, '.' or '..' part."""
-        parts = key.split("/")
-        if not key or "\0" in key or any(p in ("", ".", "..") for p in parts):
+        if not key or "\0" in key or any(p in ("", ".", "..") for p in key.split("/")):
             raise ValueError(f"object key escapes the store: {key!r}")
-        return self._root_abs.joinpath(*parts)
+        return f"{self._root_str}/{key}"
 
     async def put_if_absent(self, key: str, data: bytes, content_type: str) -> bool:
         (written,) = await self.put_many_if_absent([(key, data, content_type)])
@@ -109,30 +110,28 @@ class LocalObjectStore:
         # One thread: with no fsync to wait for, more threads only contend for the GIL.
         return await asyncio.to_thread(self._put_many, paths)
 
-    def _put_many(self, items: list[tuple[Path, bytes]]) -> list[bool]:
+    def _put_many(self, items: list[tuple[str, bytes]]) -> list[bool]:
         written = [False] * len(items)
-        dirs: dict[Path, int] = {}  # open directory fds
+        dirs: dict[str, int] = {}  # open directory fds
         grown: set[int] = set()  # those that gained a name
         try:
-            self._root_abs.mkdir(parents=True, exist_ok=True)
-            root_fd = os.open(self._root_abs, os.O_RDONLY | os.O_DIRECTORY)
+            root_fd = _open_dir(self._root_str)
             try:
                 for start in range(0, len(items), CHUNK):
                     pending: list[_Pending] = []
                     try:
                         for i in range(start, min(start + CHUNK, len(items))):
-                            path, data = items[i]
-                            dir_fd = dirs.get(path.parent)
+                            directory, _, name = items[i][0].rpartition("/")
+                            dir_fd = dirs.get(directory)
                             if dir_fd is None:
-                                path.parent.mkdir(parents=True, exist_ok=True)
-                                dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-                                dirs[path.parent] = dir_fd
-                            if not _exists(dir_fd, path.name):
-                                pending.append(self._write(i, dir_fd, path, data))
+                                dir_fd = dirs[directory] = _open_dir(directory)
+                            # No check for an existing name first: linking fails on one, and
+                            # only a replayed batch has any (its data is written for nothing).
+                            pending.append(self._write(i, dir_fd, directory, name, items[i][1]))
                         if pending:
                             self._data_durable(root_fd, pending)
                         for p in pending:
-                            written[p.index] = self._link(p, items[p.index][0])
+                            written[p.index] = self._link(p)
                             if written[p.index]:
                                 grown.add(p.dir_fd)
                     finally:
@@ -149,7 +148,7 @@ class LocalObjectStore:
                 os.close(dir_fd)
         return written
 
-    def _write(self, index: int, dir_fd: int, path: Path, data: bytes) -> _Pending:
+    def _write(self, index: int, dir_fd: int, directory: str, name: str, data: bytes) -> _Pending:
         if self._tmpfile:
             try:
                 fd = os.open(".", _O_TMPFILE | os.O_WRONLY, 0o600, dir_fd=dir_fd)
@@ -158,19 +157,19 @@ class LocalObjectStore:
                     raise
                 self._tmpfile = False  # this filesystem cannot: named temp files from now on
             else:
-                pending = _Pending(index, fd, dir_fd, path.name, None, data)
+                pending = _Pending(index, fd, dir_fd, directory, name, None, data)
                 _write_all(pending)
                 return pending
-        return self._write_named(index, dir_fd, path, data)
+        return self._write_named(index, dir_fd, directory, name, data)
 
     @staticmethod
-    def _write_named(index: int, dir_fd: int, path: Path, data: bytes) -> _Pending:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        pending = _Pending(index, fd, dir_fd, path.name, os.path.basename(tmp), data)
+    def _write_named(index: int, dir_fd: int, directory: str, name: str, data: bytes) -> _Pending:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+        pending = _Pending(index, fd, dir_fd, directory, name, os.path.basename(tmp), data)
         _write_all(pending)
         return pending
 
-    def _link(self, p: _Pending, path: Path) -> bool:
+    def _link(self, p: _Pending) -> bool:
         """Name ``p``'s file; False when the name exists already (another writer was first)."""
         try:
             return _link(p)
@@ -180,7 +179,7 @@ class LocalObjectStore:
         # No linking of open files through /proc here: the object again, as a named temp file
         # made durable on its own (this happens once; later objects take that path directly).
         self._tmpfile = False
-        named = self._write_named(p.index, p.dir_fd, path, p.data)
+        named = self._write_named(p.index, p.dir_fd, p.directory, p.name, p.data)
         try:
             os.fsync(named.fd)
             return _link(named)
@@ -202,7 +201,7 @@ class LocalObjectStore:
                 os.fsync(dir_fd)
 
     async def get(self, key: str) -> bytes | None:
-        path = self._path(key)
+        path = Path(self._path(key))
         try:
             return await asyncio.to_thread(path.read_bytes)
         except FileNotFoundError:
@@ -217,12 +216,13 @@ class LocalObjectStore:
             raise StorageError(f"cannot use {self._root}: {exc}") from exc
 
 
-def _exists(dir_fd: int, name: str) -> bool:
+def _open_dir(path: str) -> int:
+    """An fd of directory ``path``, made (with its parents) if missing."""
     try:
-        os.stat(name, dir_fd=dir_fd)
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     except FileNotFoundError:
-        return False
-    return True
+        os.makedirs(path, exist_ok=True)
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY)
 
 
 def _write_all(p: _Pending) -> None:

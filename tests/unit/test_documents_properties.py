@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from documents import decode_html, derive
+from documents._tree import LONG_TAG_CHARS, MAX_TAG_TOKENS, _limit_attributes
 from schemas.extract import parse_extract_rules
 from schemas.formats import DERIVED_FORMATS
 
@@ -165,3 +166,25 @@ def test_non_html_content_types() -> None:
     assert docs["clean_html"] == b"<pre>just text &lt;b&gt;not html&lt;/b&gt;</pre>"
     docs = _derive(b"\x89PNG\r\n\x1a\n....", "image/png")
     assert docs["text"] == b"" and json.loads(docs["metadata"])["status"] == 200
+
+
+def _limit_attributes_reference(text: str) -> str:
+    """The attribute cut without the fast pre-check: every segment looked at."""
+    segments = text.split(">")
+    for i, segment in enumerate(segments):
+        start = segment.rfind("<")
+        tag = segment[start:] if start >= 0 else ""
+        if len(tag) > LONG_TAG_CHARS:
+            tokens = tag.split(maxsplit=MAX_TAG_TOKENS + 1)
+            if len(tokens) > MAX_TAG_TOKENS + 1:
+                segments[i] = segment[:start] + tag[: len(tag) - len(tokens[-1])]
+    return ">".join(segments)
+
+
+_pieces = st.sampled_from(["<", ">", " ", "a", "<p", "</p>", ' b="<x>"', " a=1" * 300, "w" * 700])
+
+
+@given(st.lists(_pieces, max_size=60).map("".join))
+@settings(max_examples=300, deadline=None)
+def test_the_attribute_cut_skips_only_pages_it_would_not_change(text: str) -> None:
+    assert _limit_attributes(text) == _limit_attributes_reference(text)
