@@ -22,7 +22,7 @@ from typing import Any
 
 from bench.driver import Batch, Driver
 from bench.gauges import InFlightSampler, wait_assigned
-from bench.procs import CpuMeter, jit_cpu_seconds
+from bench.procs import CpuMeter, host_probe_ms, jit_cpu_seconds
 from bench.profile import (
     PySpy,
     load_pyinstrument,
@@ -151,6 +151,8 @@ async def _formats_trials(
         "formats_row_pages_per_s": [r.get("row_pages_per_s") for r in with_formats],
         "plain_cpu_ms_per_page": [cpu_ms_per_page(r) for r in plain],
         "formats_cpu_ms_per_page": [cpu_ms_per_page(r) for r in with_formats],
+        "plain_host_probe_ms": [r.get("host_probe_ms") for r in plain],
+        "formats_host_probe_ms": [r.get("host_probe_ms") for r in with_formats],
     }
 
 
@@ -270,6 +272,7 @@ class _Round:
             )
             if profiler is None:  # scraping /metrics costs the worker CPU: not while profiling
                 sampler.start()
+            probe_before = host_probe_ms()
             meter.start()
             spy = PySpy(worker.pid, profile_file) if profiler == "py-spy" else None
             # The sink's share of the pipeline's CPU is seen only here (results with content,
@@ -289,6 +292,7 @@ class _Round:
             finally:
                 self.driver.formats = None
                 cpu = meter.stop()
+                out["host_probe_ms"] = [probe_before, host_probe_ms()]
                 if kafka_pid:
                     out["broker_jit_cpu_s"] = round(jit_cpu_seconds(kafka_pid) - jit0, 2)
                 for n in range(2, self.workers + 1):  # one figure for the tier's processes

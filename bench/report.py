@@ -131,6 +131,13 @@ def _busy_warning(results: dict[str, Any]) -> list[str]:
                 f"other processes used {others:.0f}% of a core during the Scrapifie round at "
                 f"max_in_flight={r['max_in_flight']}"
             )
+    probes = _host_probes(results.get("e2e") or {})
+    if probes and max(probes) > 1.2 * min(probes):
+        notes.append(
+            f"the host's speed varied: a fixed Python loop took {min(probes):.1f} to "
+            f"{max(probes):.1f} ms around the Scrapifie rounds, and every process slowed with"
+            " it; compare ratios within one run, not figures across runs"
+        )
     b = results.get("browser") or {}
     for r in b.get("rounds", []):
         for key, label in (
@@ -226,6 +233,14 @@ def _throughput_table(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _host_probes(e2e: dict[str, Any]) -> list[float]:
+    """Every host probe (bench.procs.host_probe_ms) taken around the e2e rounds."""
+    t = e2e.get("formats_trials") or {}
+    pairs = [r.get("host_probe_ms") for r in e2e.get("throughput", [])]
+    pairs += t.get("plain_host_probe_ms", []) + t.get("formats_host_probe_ms", [])
+    return [p for pair in pairs for p in pair or [] if isinstance(p, (int, float)) and p > 0]
+
+
 def _formats_section(results: dict[str, Any]) -> list[str]:
     e2e = results.get("e2e") or {}
     t, fr = e2e.get("formats_trials"), e2e.get("formats_round")
@@ -238,20 +253,23 @@ def _formats_section(results: dict[str, Any]) -> list[str]:
         f"{workers} worker(s) at {mif}, rounds of each kind alternating which goes first (the"
         " first without formats is the round in the table above). Rows + objects per second,"
         " and CPU per page (ms of one core, until the round's last result) of the workers, the"
-        " sink, the broker and the whole machine.",
+        " sink, the broker and the whole machine. Host probe: ms a fixed Python loop took"
+        " before / after the round (higher: the host gave this machine less CPU then).",
         "",
-        "| round | pages/s | workers | sink | broker | machine |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| round | pages/s | workers | sink | broker | machine | host probe |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for kind in ("plain", "formats"):
         label = "with formats" if kind == "formats" else "page only"
         rates = t[f"{kind}_row_pages_per_s"]
         cpus = t[f"{kind}_cpu_ms_per_page"]
-        for i, (rate, cpu) in enumerate(zip(rates, cpus, strict=True), start=1):
+        probes = t.get(f"{kind}_host_probe_ms") or [None] * len(rates)
+        for i, (rate, cpu, probe) in enumerate(zip(rates, cpus, probes, strict=True), start=1):
+            probed = " / ".join(_num(p, 1) for p in probe) if probe else "—"
             lines.append(
                 f"| {label} {i} | {_num(rate)} | {_num(cpu.get('worker'), 2)} |"
                 f" {_num(cpu.get('sink'), 2)} | {_num(cpu.get('kafka'), 2)} |"
-                f" {_num(cpu.get('machine'), 2)} |"
+                f" {_num(cpu.get('machine'), 2)} | {probed} |"
             )
     return [*lines, ""]
 

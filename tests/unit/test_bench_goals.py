@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from bench.report import _busy_warning, _formats_section
 from bench.run import goals, scrapy_ratios
 
 pytestmark = pytest.mark.unit
@@ -74,3 +75,26 @@ def test_the_formats_goal_compares_the_medians_of_alternating_rounds() -> None:
     assert goal["met"] is True  # 720 / 1000
     assert goal["measured"].startswith("0.72x, medians of 3 rounds each (720 vs 1,000 pages/s;")
     assert "+0.50 ms CPU per page" in goal["measured"]
+
+
+def test_the_report_shows_host_probes_and_says_when_the_host_speed_varied() -> None:
+    trials = {
+        "runs": 1,
+        "plain_row_pages_per_s": [1000.0],
+        "formats_row_pages_per_s": [700.0],
+        "plain_cpu_ms_per_page": [{"worker": 0.8, "machine": 1.6}],
+        "formats_cpu_ms_per_page": [{"worker": 1.3, "machine": 2.3}],
+        "plain_host_probe_ms": [[8.0, 8.2]],
+        "formats_host_probe_ms": [[8.1, 11.0]],
+    }
+    fr = {**e2e(2, 64, 700.0), "formats": ["markdown"]}
+    results = {
+        "machine": {},
+        "e2e": {"throughput": [], "formats_round": fr, "formats_trials": trials},
+    }
+    table = "\n".join(_formats_section(results))
+    assert "| with formats 1 | 700 | 1.30 | — | — | 2.30 | 8.1 / 11.0 |" in table
+    assert "a fixed Python loop took 8.0 to 11.0 ms" in "\n".join(_busy_warning(results))
+    steady = {**trials, "formats_host_probe_ms": [[8.1, 8.3]]}
+    results["e2e"]["formats_trials"] = steady
+    assert "the host's speed varied" not in "\n".join(_busy_warning(results))
