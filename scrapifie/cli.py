@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -37,7 +38,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    except BrokenPipeError:
+        return _reader_went_away()
     return result
+
+
+def _reader_went_away() -> int:
+    """The reader of our output closed it (``scrapifie jobs show ... | head``): stop quietly.
+    Python would print a traceback for the output still buffered when it exits; it goes to
+    /dev/null instead. 141 is what a program killed by SIGPIPE exits with."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 141
 
 
 def _parser() -> argparse.ArgumentParser:
