@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from bench.profile import render_text
+from bench.measure.profile import render_text
 
 HEADLINE_CONCURRENCY = 64
 BROWSER_HEADLINE_CONCURRENCY = 4  # pages rendered at once: the browser goal's concurrency

@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from bench import RESULTS_SCHEMA_VERSION
-from bench.browser import BrowserPlan, measure_browser
-from bench.procs import loadavg, machine_busy_pct
-from bench.progress import Progress
+from bench.browser.tier import BrowserPlan, measure_browser
+from bench.measure.procs import loadavg, machine_busy_pct
+from bench.measure.progress import Progress
+from bench.pipeline.target import HOSTS, SIZES, Nginx, build_corpus, nginx_binary
 from bench.report import BROWSER_HEADLINE_CONCURRENCY, HEADLINE_CONCURRENCY, runs_text, write
-from bench.target import HOSTS, SIZES, Nginx, build_corpus, nginx_binary
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SUITES = ("raw", "scrapy", "browser", "hotpath", "e2e", "worker", "sinks", "fairness")
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows = results["raw"][client] = []
                 for conc in cfg.sweep:
                     progress.phase(f"raw {client} loop, {conc} in flight")
-                    cmd = ["bench.clients", "--client", client, "--concurrency", str(conc)]
+                    cmd = ["bench.peers.clients", "--client", client, "--concurrency", str(conc)]
                     cmd += ["--urls", str(urls_file), "--passes", str(cfg.raw_passes[client])]
                     r = guarded(f"raw {client} @{conc}", partial(_run_json, cmd))
                     if r:
@@ -252,32 +252,38 @@ def main(argv: list[str] | None = None) -> int:
             results["scrapy"] = []
             for conc in cfg.sweep:
                 progress.phase(f"Scrapy, {conc} in flight, CONCURRENT_ITEMS=1")
-                cmd = ["bench.scrapy_client", "--concurrency", str(conc), "--urls", str(urls_file)]
+                cmd = [
+                    "bench.peers.scrapy_client",
+                    "--concurrency",
+                    str(conc),
+                    "--urls",
+                    str(urls_file),
+                ]
                 r = guarded(f"scrapy @{conc}", partial(_run_json, cmd))
                 if r:
                     results["scrapy"].append(r)
                     progress.info(f"{r['pages_per_s']:,.0f} pages/s")
         if "hotpath" in cfg.suites:
-            from bench.hotpath import measure_hotpath
+            from bench.pipeline.hotpath import measure_hotpath
 
             progress.phase("worker hot path: CPU-bound steps per page, timed alone")
             results["hotpath"] = guarded("hotpath", partial(measure_hotpath, corpus))
         if {"e2e", "worker", "sinks", "browser", "fairness"} & set(cfg.suites):
-            from bench.stack import BenchStack, target_env
+            from bench.pipeline.stack import BenchStack, target_env
 
             progress.phase("starting Kafka (KRaft) and PostgreSQL")
             ports = [p for p in (nginx.port, nginx.slow_port) if p is not None]
             stack = BenchStack(workdir / "stack", target_env(list(HOSTS), *ports))
             results["worker_env_extra"] = stack.extra_env
             stack.start()
-            from bench.profile import choose
+            from bench.measure.profile import choose
 
             profiler = choose(cfg.profiler)
             if cfg.profiler not in ("none", "auto") and profiler is None:
                 results["errors"].append(f"profiler {cfg.profiler} is not installed")
             args.out.mkdir(parents=True, exist_ok=True)
             if "e2e" in cfg.suites:
-                from bench.e2e import E2EPlan, run_e2e
+                from bench.pipeline.e2e import E2EPlan, run_e2e
 
                 plan = E2EPlan(
                     in_flight=cfg.e2e_in_flight,
@@ -297,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
                     "e2e", lambda: asyncio.run(run_e2e(stack, urls, plan, progress))
                 )
             if "worker" in cfg.suites:
-                from bench.worker_alone import run_worker_alone
+                from bench.pipeline.worker_alone import run_worker_alone
 
                 def worker_alone() -> dict[str, Any]:
                     return asyncio.run(
@@ -314,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 results["worker_alone"] = guarded("worker alone", worker_alone)
             if "fairness" in cfg.suites:
-                from bench.fairness import run_fairness
+                from bench.pipeline.fairness import run_fairness
 
                 results["fairness"] = guarded(
                     "fairness",
@@ -325,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                     ),
                 )
             if "sinks" in cfg.suites:
-                from bench.sinks import run_sinks_alone
+                from bench.pipeline.sinks import run_sinks_alone
 
                 results["sinks"] = guarded(
                     "sinks",

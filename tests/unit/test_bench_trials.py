@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bench.browser import _trials, median_rate
+from bench.browser.tier import _trials, median_rate
 from bench.run import _browser_headline
 
 

@@ -2,7 +2,7 @@
 
 Run in a subprocess per measurement (a fresh interpreter, nothing else on its event loop)::
 
-    python -m bench.clients --client aiohttp --concurrency 64 --urls urls.txt
+    python -m bench.peers.clients --client aiohttp --concurrency 64 --urls urls.txt
 
 Clients: ``aiohttp`` and ``httpx`` (plain, default settings), and ``fetcher``: the http tier's
 own HttpFetcher (aiohttp transport, SSRF guard, redirects by hand, bounded decoding) without
@@ -149,7 +149,7 @@ async def measure(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.clients")
+    p = argparse.ArgumentParser(prog="python -m bench.peers.clients")
     p.add_argument("--client", choices=sorted(CLIENTS), required=True)
     p.add_argument("--concurrency", type=int, required=True)
     p.add_argument("--urls", type=Path, required=True, help="file with one URL per line")

@@ -1,6 +1,6 @@
 """What each part of the browser tier's fetch path costs, against a raw Playwright loop.
 
-``python -m bench.browser_costs`` (about 4 minutes): one Chromium (the tier's headless shell,
+``python -m bench.browser.costs`` (about 4 minutes): one Chromium (the tier's headless shell,
 the pool's ``BASE_ARGS``), C pages at once over the bench corpus on nginx, a new context per
 page, each variant in turn for ``--rounds`` rounds (interleaved, so a machine that speeds up or
 slows down mid-run shifts every variant alike). Per variant: pages/s and the whole machine's CPU
@@ -34,12 +34,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.browser import CHROMIUM, chromium_missing
-from bench.procs import system_busy_seconds
-from bench.target import Nginx, build_corpus
+from bench.browser.tier import CHROMIUM, chromium_missing
+from bench.measure.procs import system_busy_seconds
+from bench.pipeline.target import Nginx, build_corpus
 from scrapifie.local.ports import free_port
 
-RESULTS = Path(__file__).with_name("results")
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 _407 = (
     b"HTTP/1.1 407 Proxy Authentication Required\r\n"
     b'Proxy-Authenticate: Basic realm="bench"\r\nContent-Length: 0\r\n\r\n'
@@ -239,7 +239,7 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.browser_costs", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.browser.costs", description=__doc__)
     parser.add_argument("--pages", type=int, default=60, help="pages per variant per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=4)

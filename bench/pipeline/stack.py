@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.procs import peak_rss_bytes
+from bench.measure.procs import peak_rss_bytes
 from connectors.db import migrate
 from schemas.kafka import KafkaConfig
 from scrapifie.admin import add_tenant, ensure_topics
@@ -21,7 +21,7 @@ from scrapifie.local.postgres import LocalPostgres
 from scrapifie.testing import procstack
 from streams.config import FetchConfig, WorkerConfig
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def target_env(hosts: list[str], *ports: int) -> dict[str, str]:

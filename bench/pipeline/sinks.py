@@ -25,11 +25,17 @@ from typing import Any
 import psycopg
 from aiokafka import AIOKafkaProducer
 
-from bench.driver import count_files
-from bench.procs import CpuMeter
-from bench.profile import PySpy, load_pyinstrument, load_pyspy, pyinstrument_wrapper, summarize
-from bench.progress import Progress
-from bench.stack import REPO, BenchStack
+from bench.measure.procs import CpuMeter
+from bench.measure.profile import (
+    PySpy,
+    load_pyinstrument,
+    load_pyspy,
+    pyinstrument_wrapper,
+    summarize,
+)
+from bench.measure.progress import Progress
+from bench.pipeline.driver import count_files
+from bench.pipeline.stack import REPO, BenchStack
 from schemas import Codec, ErrorCode, Tier, derived_id
 from schemas.kafka import KafkaConfig, producer_kwargs
 from schemas.records import FINAL_STATUSES, AttemptOutcome, JobStatus, Metering, ScrapeResult

@@ -19,7 +19,7 @@ from typing import Any
 
 from isal import igzip
 
-from bench.target import SIZES, Corpus
+from bench.pipeline.target import SIZES, Corpus
 
 
 def _time_ms(fn: Callable[[], object], min_s: float = 0.2) -> float:

@@ -1,10 +1,10 @@
 """Two HTML → Markdown converters compared for the ``markdown`` format, and derive()'s cost.
 
-``python -m bench.markdown_candidates`` (about 20 s): html-to-markdown (Rust, what
+``python -m bench.peers.markdown_candidates`` (about 20 s): html-to-markdown (Rust, what
 ``documents`` uses) against markdownify (pure Python over BeautifulSoup), each given the same
 content HTML (the main content ``documents`` chose, links already absolute). Per converter:
 the median ms per page over the HTML pages of ``tests/corpus`` and on bench-like 20 KB and
-100 KB pages (``bench/target.py``'s shape: a title, an h1 and one long paragraph); then the
+100 KB pages (``bench/pipeline/target.py``'s shape: a title, an h1 and one long paragraph); then the
 ms per page of ``documents.derive(formats=[markdown, links, metadata])`` at 2, 20 and 100 KB.
 Single-threaded wall time of a CPU-bound loop, so it is CPU time on an idle machine.
 
@@ -33,7 +33,7 @@ from documents._content import main_content, strip_boilerplate, strip_scripts
 from documents._render import _ENUM_OPTIONS, _NO_PREPROCESSING, to_markdown
 from documents._tree import base_url, parse_html
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "tests" / "corpus"
 OUT = ROOT / "bench" / "results" / "markdown_candidates.md"
 
@@ -159,9 +159,9 @@ def main() -> None:
 
 REPORT = """# Markdown converters for the `markdown` format
 
-Written by `python -m bench.markdown_candidates` ({machine}). Both converters get the same input:
-the main content `documents` picked, with absolute links. ms are the median of repeated calls
-(one thread, idle machine).
+Written by `python -m bench.peers.markdown_candidates` ({machine}). Both converters get the
+same input: the main content `documents` picked, with absolute links. ms are the median of
+repeated calls (one thread, idle machine).
 
 ## Speed (ms per page)
 
@@ -192,7 +192,7 @@ GFM; `\\|` in a cell not escaped (breaks the row) |
 | quote after a paragraph/fence | no blank line before `>` (valid CommonMark) | blank line |
 | `<dl>` | terms and definitions as paragraphs | terms and definitions as paragraphs |
 
-Outputs on a feature page (bench/markdown_candidates.py `FEATURES`):
+Outputs on a feature page (bench/peers/markdown_candidates.py `FEATURES`):
 
 {outputs}
 What `documents` ships for it (our options: no preprocessing, `-` bullets, base URL):

@@ -2,7 +2,7 @@
 
 Run in a subprocess (Twisted's reactor runs once per process)::
 
-    python -m bench.scrapy_client --concurrency 64 --urls urls.txt
+    python -m bench.peers.scrapy_client --concurrency 64 --urls urls.txt
 
 Settings: ``CONCURRENT_REQUESTS`` = ``CONCURRENT_REQUESTS_PER_DOMAIN`` = concurrency, robots.txt
 off, no download delay, no auto-throttle, ``CONCURRENT_ITEMS=1``; the spider yields one small
@@ -96,7 +96,7 @@ def run(urls: list[str], concurrency: int, concurrent_items: int) -> dict[str, A
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.scrapy_client")
+    p = argparse.ArgumentParser(prog="python -m bench.peers.scrapy_client")
     p.add_argument("--concurrency", type=int, required=True)
     p.add_argument("--urls", type=Path, required=True, help="file with one URL per line")
     p.add_argument("--concurrent-items", type=int, default=1)

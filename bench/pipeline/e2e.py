@@ -20,10 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.driver import Batch, Driver
-from bench.gauges import InFlightSampler, wait_assigned
-from bench.procs import CpuMeter, host_probe_ms, jit_cpu_seconds
-from bench.profile import (
+from bench.measure.procs import CpuMeter, host_probe_ms, jit_cpu_seconds
+from bench.measure.profile import (
     PySpy,
     load_pyinstrument,
     load_pyspy,
@@ -32,9 +30,11 @@ from bench.profile import (
     pyspy_binary,
     summarize,
 )
-from bench.progress import Progress
-from bench.stack import REPO, BenchStack, Proc
-from bench.target import SLOW_RATE_KIB
+from bench.measure.progress import Progress
+from bench.pipeline.driver import Batch, Driver
+from bench.pipeline.gauges import InFlightSampler, wait_assigned
+from bench.pipeline.stack import REPO, BenchStack, Proc
+from bench.pipeline.target import SLOW_RATE_KIB
 from scrapifie.local.ports import free_port
 
 WARMUP_TIMEOUT_S = 120.0  # includes the worker's start-up and joining its consumer group

@@ -18,11 +18,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
-from bench.driver import encode_request
-from bench.procs import cpu_seconds
-from bench.progress import Progress
-from bench.sinks import prefill
-from bench.stack import BenchStack
+from bench.measure.procs import cpu_seconds
+from bench.measure.progress import Progress
+from bench.pipeline.driver import encode_request
+from bench.pipeline.sinks import prefill
+from bench.pipeline.stack import BenchStack
 from schemas import Codec, site_key
 
 

@@ -25,7 +25,7 @@ At the headline concurrency the raw new-context loop and the tier then run ``tri
 times each (full runs: 3 in all), alternating which of the two goes first; the goal compares
 the median rates. One run of either differs from the next by up to ~10% on this machine.
 
-Raw loops run in a subprocess of their own (``python -m bench.browser --mode new|reused ...``,
+Raw loops run in a subprocess of their own (``python -m bench.browser.tier --mode new|reused ...``,
 printing one JSON object). Memory is sampled from /proc every 0.5 s for every process tree
 (``bench.procs.TreeSampler``): RSS by role (the Python process, Playwright's node driver, the
 Chromium processes) and PSS, which splits pages Chromium's processes share.
@@ -53,14 +53,14 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.procs import OthersMeter, TreeSampler, jit_cpu_seconds, peak_rss_bytes
-from bench.stats import rate, summary_ms
+from bench.measure.procs import OthersMeter, TreeSampler, jit_cpu_seconds, peak_rss_bytes
+from bench.measure.stats import rate, summary_ms
 from schemas.records import JobStatus, ScrapeResult
 from streams.browser.config import FULL_CHROMIUM, HEADLESS_SHELL
 
 if TYPE_CHECKING:
-    from bench.progress import Progress
-    from bench.stack import BenchStack
+    from bench.measure.progress import Progress
+    from bench.pipeline.stack import BenchStack
 
 CHROMIUM = HEADLESS_SHELL  # the tier's binary (BrowserConfig's default)
 MODES = {"new": "raw Playwright, new context per page", "reused": "raw Playwright, reused contexts"}
@@ -273,7 +273,7 @@ def _chromium_version(binary: str) -> str | None:
     return None
 
 
-# Raw Playwright loops (run in a subprocess: python -m bench.browser) --------------------------
+# Raw Playwright loops (run in a subprocess: python -m bench.browser.tier) ---------------------
 
 
 def _ours(stack: BenchStack) -> list[int]:
@@ -291,7 +291,7 @@ def _run_raw(
     chromium: str = CHROMIUM,
 ) -> dict[str, Any]:
     """One raw loop in its own interpreter, its process tree's memory sampled from here."""
-    cmd = [sys.executable, "-m", "bench.browser", "--mode", mode, "--chromium", chromium]
+    cmd = [sys.executable, "-m", "bench.browser.tier", "--mode", mode, "--chromium", chromium]
     cmd += ["--concurrency", str(concurrency), "--urls", str(urls_file), "--warmup", str(warm_file)]
     proc = subprocess.Popen(
         cmd,
@@ -299,7 +299,7 @@ def _run_raw(
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         text=True,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
     )
     sampler = TreeSampler(proc.pid)
     sampler.start()
@@ -409,7 +409,7 @@ async def _raw_loop(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.browser", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m bench.browser.tier", description=__doc__)
     p.add_argument("--mode", choices=list(MODES), required=True)
     p.add_argument("--concurrency", type=int, required=True)
     p.add_argument("--urls", type=Path, required=True)
@@ -427,8 +427,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _driver_class() -> type[Any]:
-    """A Driver (bench.e2e) that produces to a tier topic and keeps each result's fields."""
-    from bench.driver import Driver
+    """A Driver (bench.pipeline.driver) that produces to a tier topic and keeps each result's
+    fields."""
+    from bench.pipeline.driver import Driver
 
     class TierDriver(Driver):
         tier = "browser"

@@ -1,6 +1,6 @@
 """The bench's Kafka client for the http tier: produces ScrapeRequest records straight to a tier
 topic and times each job's first record on ``scrape.results`` (by its key, the job id) and its
-final row in PostgreSQL. Clocks and intervals: see :mod:`bench.e2e`."""
+final row in PostgreSQL. Clocks and intervals: see :mod:`bench.pipeline.e2e`."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from typing import Any
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench.progress import Progress
-from bench.stack import Proc
-from bench.stats import rate, summary_ms
+from bench.measure.progress import Progress
+from bench.measure.stats import rate, summary_ms
+from bench.pipeline.stack import Proc
 from schemas import Codec, site_key
 from schemas.kafka import KafkaConfig, producer_kwargs
 from schemas.records import FINAL_STATUSES, FetchOptions, JobStatus, ScrapeRequest

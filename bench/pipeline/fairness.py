@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import psycopg
 
-from bench.progress import Progress
-from bench.stack import BenchStack
-from bench.stats import summary_ms
+from bench.measure.progress import Progress
+from bench.measure.stats import summary_ms
+from bench.pipeline.stack import BenchStack
 from scrapifie.admin import add_tenant
 from scrapifie.local.ports import free_port
 

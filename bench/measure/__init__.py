@@ -1,0 +1,1 @@
+"""Timing, CPU and memory readers, progress output and profilers the suites share."""
