@@ -86,8 +86,7 @@ class _Pending:
 class LocalObjectStore:
     def __init__(self, root: Path, sync: Sync = "filesystem") -> None:
         self._root = root
-        self._root_abs = root.resolve()
-        self._root_str = str(self._root_abs)
+        self._root_str = str(root.resolve())
         self._tmpfile = bool(_O_TMPFILE) and os.path.isdir("/proc/self/fd")
         self._syncfs = _SYNCFS if sync == "filesystem" else None
         self.sync: Sync = "filesystem" if self._syncfs is not None else "file"
